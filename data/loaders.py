@@ -1,0 +1,94 @@
+"""torch Datasets over a :class:`data.base.SegmentationSource`.
+
+Augmentation and multi-scale inputs follow the reference
+(``voc12/dataloader.py`` of IRNet/QA-CLIMS, METHOD.md stages 3 and 5).
+"""
+import os
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from misc import imutils
+
+
+def check_listed_images(source, ids, list_name):
+    """Fail up front, naming the files, when listed images are missing."""
+    missing = [i for i in ids if not os.path.isfile(source.image_path(i))]
+    if missing:
+        raise FileNotFoundError('%d image(s) of %s are missing from %s, first: %s'
+                                % (len(missing), list_name, source.root,
+                                   ', '.join(source.image_path(i) for i in missing[:3])))
+
+
+class ClassificationDataset(Dataset):
+    """Training images with their multi-hot labels.
+
+    Order of operations as in the reference: random long-side bicubic resize
+    in ``resize_long``, ImageNet normalisation, random horizontal flip, crop
+    (``random`` or ``top_left``) padded with 0, CHW.
+    """
+
+    def __init__(self, source, ids, resize_long=None, hor_flip=False, crop_size=None,
+                 crop_method='random'):
+        self.source = source
+        self.ids = list(ids)
+        self.resize_long = resize_long
+        self.hor_flip = hor_flip
+        self.crop_size = crop_size
+        self.crop_method = crop_method
+        self.labels = [source.image_labels(i) for i in self.ids]
+
+    def __len__(self):
+        return len(self.ids)
+
+    def augment(self, img):
+        if self.resize_long:
+            img = imutils.random_resize_long(img, self.resize_long[0], self.resize_long[1])
+        img = imutils.imagenet_normalize(img)
+        if self.hor_flip:
+            img = imutils.random_lr_flip(img)
+        if self.crop_size:
+            if self.crop_method == 'random':
+                img = imutils.random_crop(img, self.crop_size, 0)
+            else:
+                img = imutils.top_left_crop(img, self.crop_size, 0)
+        return np.ascontiguousarray(imutils.hwc_to_chw(img))
+
+    def __getitem__(self, idx):
+        image_id = self.ids[idx]
+        img = self.augment(self.source.read_image(image_id))
+        return {'name': image_id, 'img': torch.from_numpy(img),
+                'label': torch.from_numpy(self.labels[idx])}
+
+
+def multiscale_inputs(img, scales):
+    """For each scale: [image, flipped image] as float32 [2, 3, h, w].
+
+    Scale 1 keeps the image; others are PIL bicubic rescales of the uint8
+    image to (round(H*s), round(W*s)), then ImageNet normalisation.
+    """
+    out = []
+    for s in scales:
+        scaled = img if s == 1 else imutils.pil_rescale(img, s, 3)
+        chw = imutils.hwc_to_chw(imutils.imagenet_normalize(scaled))
+        out.append(torch.from_numpy(np.ascontiguousarray(np.stack([chw, chw[:, :, ::-1]]))))
+    return out
+
+
+class MultiScaleDataset(Dataset):
+    """Inference inputs of METHOD.md stage 5 (one image per item)."""
+
+    def __init__(self, source, ids, scales):
+        self.source = source
+        self.ids = list(ids)
+        self.scales = tuple(scales)
+
+    def __len__(self):
+        return len(self.ids)
+
+    def __getitem__(self, idx):
+        image_id = self.ids[idx]
+        img = self.source.read_image(image_id)
+        return {'name': image_id, 'img': multiscale_inputs(img, self.scales),
+                'size': img.shape[:2], 'label': torch.from_numpy(self.source.image_labels(image_id))}

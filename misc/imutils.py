@@ -1,0 +1,111 @@
+"""Image helpers shared by every stage: PIL resizes, augmentation, normalisation.
+
+These reproduce the reference (IRNet ``misc/imutils.py``) arithmetic exactly:
+PIL bicubic/nearest resizes on uint8 arrays, ImageNet normalisation computed
+in float64 and stored as float32, random crops padded with a constant.
+"""
+import random
+
+import numpy as np
+from PIL import Image
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+_PIL_RESAMPLE = {3: Image.BICUBIC, 0: Image.NEAREST}
+
+
+def pil_resize(img, size, order):
+    """Resize an HxW[xC] uint8 array to ``size`` = (height, width) with PIL.
+
+    ``order`` 3 is bicubic, 0 nearest. An image already at ``size`` is
+    returned unchanged (the reference skips the resize too).
+    """
+    if size[0] == img.shape[0] and size[1] == img.shape[1]:
+        return img
+    return np.asarray(Image.fromarray(img).resize((size[1], size[0]), _PIL_RESAMPLE[order]))
+
+
+def pil_rescale(img, scale, order):
+    """Rescale by ``scale`` to (round(H*scale), round(W*scale))."""
+    height, width = img.shape[:2]
+    target = (int(np.round(height * scale)), int(np.round(width * scale)))
+    return pil_resize(img, target, order)
+
+
+def random_resize_long(img, min_long, max_long):
+    """Bicubic resize so that the long side is uniform in [min_long, max_long]."""
+    target_long = random.randint(min_long, max_long)
+    h, w = img.shape[:2]
+    scale = target_long / h if w < h else target_long / w
+    return pil_rescale(img, scale, 3)
+
+
+def random_lr_flip(img):
+    """Horizontal flip with probability 1/2."""
+    if bool(random.getrandbits(1)):
+        return np.fliplr(img)
+    return img
+
+
+def random_crop_box(imgsize, cropsize):
+    """Random crop window of a square ``cropsize`` container over an image.
+
+    Returns (cont_top, cont_bottom, cont_left, cont_right, img_top,
+    img_bottom, img_left, img_right): where the image window lands in the
+    container. A side shorter than the crop is placed at a random offset.
+    """
+    h, w = imgsize
+    ch, cw = min(cropsize, h), min(cropsize, w)
+    w_space, h_space = w - cropsize, h - cropsize
+    if w_space > 0:
+        cont_left, img_left = 0, random.randrange(w_space + 1)
+    else:
+        cont_left, img_left = random.randrange(-w_space + 1), 0
+    if h_space > 0:
+        cont_top, img_top = 0, random.randrange(h_space + 1)
+    else:
+        cont_top, img_top = random.randrange(-h_space + 1), 0
+    return (cont_top, cont_top + ch, cont_left, cont_left + cw,
+            img_top, img_top + ch, img_left, img_left + cw)
+
+
+def random_crop(img, cropsize, fill):
+    """Random ``cropsize`` x ``cropsize`` crop, padded with ``fill``."""
+    box = random_crop_box(img.shape[:2], cropsize)
+    cont = np.full((cropsize, cropsize) + img.shape[2:], fill, img.dtype)
+    cont[box[0]:box[1], box[2]:box[3]] = img[box[4]:box[5], box[6]:box[7]]
+    return cont
+
+
+def top_left_crop(img, cropsize, fill):
+    """Deterministic crop anchored at the top-left corner, padded with ``fill``."""
+    h, w = img.shape[:2]
+    ch, cw = min(cropsize, h), min(cropsize, w)
+    cont = np.full((cropsize, cropsize) + img.shape[2:], fill, img.dtype)
+    cont[:ch, :cw] = img[:ch, :cw]
+    return cont
+
+
+def imagenet_normalize(img):
+    """uint8 HxWx3 -> float32 HxWx3, ``(x / 255 - mean) / std`` per channel."""
+    arr = np.asarray(img)
+    out = np.empty(arr.shape, np.float32)
+    for c in range(3):
+        out[..., c] = (arr[..., c] / 255. - IMAGENET_MEAN[c]) / IMAGENET_STD[c]
+    return out
+
+
+def hwc_to_chw(img):
+    return np.transpose(img, (2, 0, 1))
+
+
+def strided_size(size, stride):
+    """Size of a map at ``stride``: ceil(H / stride), ceil(W / stride)."""
+    return (size[0] - 1) // stride + 1, (size[1] - 1) // stride + 1
+
+
+def strided_up_size(size, stride):
+    """Smallest multiple of ``stride`` covering (H, W)."""
+    h, w = strided_size(size, stride)
+    return h * stride, w * stride

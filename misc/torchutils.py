@@ -1,0 +1,35 @@
+"""Optimisers and schedules with the reference's effective settings."""
+import torch
+
+
+def poly_lr_lambda(max_step, power=0.9):
+    """Multiplier of step k: (1 - k/max_step)^power, frozen at k = max_step - 1 afterwards.
+
+    The reference PolyOptimizer updates the lr only while global_step <
+    max_step, so steps past the end keep the last value (METHOD.md stage 4,
+    fixtures/reference/optimizer.npz).
+    """
+    def factor(step):
+        return (1 - min(step, max_step - 1) / max_step) ** power
+    return factor
+
+
+def reference_poly_sgd(param_groups, weight_decay, max_step, power=0.9, fix_momentum_quirk=False):
+    """SGD + poly LambdaLR reproducing the reference PolyOptimizer.
+
+    IRNet's PolyOptimizer calls ``SGD.__init__(params, lr, weight_decay)``,
+    so the weight decay lands in SGD's positional momentum slot: the
+    reference trains with momentum = weight_decay (1e-4) and the group
+    weight decay. That is the default here; ``fix_momentum_quirk=True``
+    uses momentum 0.9 instead (what the PolyOptimizer signature intended).
+
+    ``param_groups``: list of dicts with 'params' and 'lr' (and optionally
+    'weight_decay', default ``weight_decay``). Call ``scheduler.step()``
+    after every ``optimizer.step()``.
+    """
+    groups = [dict(g, weight_decay=g.get('weight_decay', weight_decay)) for g in param_groups]
+    momentum = 0.9 if fix_momentum_quirk else weight_decay
+    optimizer = torch.optim.SGD(groups, lr=groups[0]['lr'], momentum=momentum,
+                                weight_decay=weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_lr_lambda(max_step, power))
+    return optimizer, scheduler

@@ -1,0 +1,116 @@
+"""Run the pipeline stages chosen with ``--<stage>_pass True``, in order.
+
+    python run_sample.py --voc12_root VOCdevkit/VOC2012 --work_space ws \\
+        --make_clims_pass True --clims_weights_name /path/res50_qa_clims.pth --eval_cam_pass True
+
+Flag names and defaults follow the reference implementation (METHOD.md,
+"Reference command line"); under ``torchrun`` the training stages run DDP
+and the inference stages are sharded over the processes.
+"""
+import argparse
+import importlib
+import json
+import os
+import time
+
+from misc import dist
+from misc.logutil import setup_logging
+
+STAGES = ('train_cam', 'make_cam', 'make_clims', 'eval_cam')
+
+
+def str2bool(value):
+    if isinstance(value, bool):
+        return value
+    if value.lower() in ('true', '1', 'yes', 'y'):
+        return True
+    if value.lower() in ('false', '0', 'no', 'n'):
+        return False
+    raise argparse.ArgumentTypeError('expected True or False, got %r' % value)
+
+
+def float_tuple(value):
+    return tuple(float(v) for v in value.split(',') if v.strip())
+
+
+def int_pair(value):
+    pair = tuple(int(v) for v in value.split(','))
+    if len(pair) != 2:
+        raise argparse.ArgumentTypeError('expected two integers "MIN,MAX", got %r' % value)
+    return pair
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group('environment')
+    g.add_argument('--dataset', default='voc12', choices=['voc12'])
+    g.add_argument('--voc12_root', default=None, help='VOCdevkit/VOC2012 folder')
+    g.add_argument('--work_space', default='work_space', help='folder of every output')
+    g.add_argument('--log_name', default='run', help='log file name in work_space')
+    g.add_argument('--train_list', default='train_aug',
+                   help='split name (train, train_aug, ...) or list file')
+    g.add_argument('--val_list', default='val', help='split name or list file ("" to skip)')
+    g.add_argument('--infer_list', default='train', help='split name or list file')
+    g.add_argument('--chainer_eval_set', default='train', help='split evaluated by eval_cam')
+    g.add_argument('--num_workers', default=os.cpu_count() or 1, type=int)
+    g.add_argument('--seed', default=0, type=int)
+    g.add_argument('--device', default='auto', help="'auto', 'cpu', 'cuda', 'cuda:1', ...")
+    g.add_argument('--amp', default=False, type=str2bool, help='mixed precision (bf16 on CPU)')
+
+    g = p.add_argument_group('baseline CAM network')
+    g.add_argument('--imagenet_weights', default=None,
+                   help='torchvision ImageNet ResNet-50 weights file (backbone initialisation)')
+    g.add_argument('--cam_batch_size', default=16, type=int, help='global batch')
+    g.add_argument('--cam_num_epoches', default=5, type=int)
+    g.add_argument('--cam_learning_rate', default=0.1, type=float)
+    g.add_argument('--cam_weight_decay', default=1e-4, type=float)
+    g.add_argument('--cam_crop_size', default=512, type=int)
+    g.add_argument('--cam_resize_long', default=(320, 640), type=int_pair,
+                   help='random long-side resize range "MIN,MAX"')
+    g.add_argument('--fix_momentum_quirk', default=False, type=str2bool,
+                   help='use SGD momentum 0.9 instead of the reference\'s effective 1e-4')
+    g.add_argument('--cam_eval_thres', default=0.15, type=float)
+    g.add_argument('--cam_scales', default=(1.0, 0.5, 1.5, 2.0), type=float_tuple)
+    g.add_argument('--eval_cam_best', default=False, type=str2bool,
+                   help='also sweep thresholds 0.05..0.59 and report the best')
+
+    g = p.add_argument_group('weights and outputs (bare names live in work_space)')
+    g.add_argument('--cam_weights_name', default='res50_cam.safetensors')
+    g.add_argument('--clims_weights_name', default='res50_qa_clims.safetensors')
+    g.add_argument('--cam_out_dir', default='cams')
+
+    g = p.add_argument_group('stages (run in this order)')
+    for stage in STAGES:
+        g.add_argument('--%s_pass' % stage, default=False, type=str2bool)
+    return p
+
+
+def run_stages(args):
+    """Run every selected stage in pipeline order; returns {stage: result}."""
+    os.makedirs(args.work_space, exist_ok=True)
+    log = setup_logging(args.work_space, args.log_name, is_main=dist.is_main_process())
+    if dist.is_main_process():
+        with open(os.path.join(args.work_space, args.log_name + '_args.json'), 'w') as f:
+            json.dump(vars(args), f, indent=1)
+    results = {}
+    for stage in STAGES:
+        if not getattr(args, stage + '_pass'):
+            continue
+        start = time.time()
+        log.info('=== %s', stage)
+        results[stage] = importlib.import_module('step.' + stage).run(args)
+        log.info('=== %s done in %.1f s', stage, time.time() - start)
+    return results
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        run_stages(args)
+    finally:
+        dist.shutdown()
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,68 @@
+"""Multi-scale + flip CAMs of the baseline network (METHOD.md stage 5).
+
+One ``<cam_out_dir>/<image_id>.npz`` per image with ``keys`` (present class
+ids, 0-based), ``cam`` (stride 4) and ``high_res`` (full size), each map
+divided by its max + 1e-5. Images already done are skipped; files are
+written atomically; under torchrun every process takes its own shard.
+"""
+import os
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from data import build_source
+from data.loaders import MultiScaleDataset, check_listed_images
+from misc import dist
+from misc.cam import fuse_multiscale, present_class_cams
+from misc.io import remove_partial_files, save_npz
+from misc.logutil import get_logger
+from misc.paths import cam_out_dir, cam_weights_path
+from misc.training import autocast_context
+from net.checkpoint import load_weights
+from net.resnet50_cam import CAM
+
+
+def pending_ids(ids, out_dir):
+    """Ids whose CAM file does not exist yet (resume)."""
+    return [i for i in ids if not os.path.isfile(os.path.join(out_dir, i + '.npz'))]
+
+
+def image_cams(model, pack, device):
+    """keys, strided cam and high-res cam of one MultiScaleDataset item."""
+    size = (int(pack['size'][0]), int(pack['size'][1]))
+    outputs = [model(img[0].to(device, non_blocking=True)).float().cpu() for img in pack['img']]
+    strided, high_res = fuse_multiscale(outputs, size)
+    return present_class_cams(strided, high_res, pack['label'][0])
+
+
+def write_cams(args, model, out_dir, desc):
+    """Shared body of make_cam and make_clims: compute and save the missing CAMs."""
+    log = get_logger()
+    device = dist.resolve_device(args.device)
+    dist.init_distributed(device)
+    source = build_source(args)
+    ids = source.ids(args.infer_list)
+    check_listed_images(source, ids, args.infer_list)
+    os.makedirs(out_dir, exist_ok=True)
+    if dist.is_main_process():
+        remove_partial_files(out_dir)
+    dist.barrier()
+    todo = pending_ids(ids, out_dir)
+    shard = todo[dist.rank()::dist.world_size()]
+    log.info('%s: %d images, %d already done, %d in this process -> %s',
+             desc, len(ids), len(ids) - len(todo), len(shard), out_dir)
+    model.to(device).eval()
+    loader = DataLoader(MultiScaleDataset(source, shard, args.cam_scales), batch_size=1,
+                        shuffle=False, num_workers=args.num_workers)
+    with torch.no_grad(), autocast_context(device, args.amp):
+        for pack in tqdm(loader, desc=desc, disable=not dist.is_main_process(), dynamic_ncols=True):
+            keys, cam, high_res = image_cams(model, pack, device)
+            save_npz(os.path.join(out_dir, pack['name'][0] + '.npz'),
+                     keys=keys, cam=cam, high_res=high_res)
+    dist.barrier()
+
+
+def run(args):
+    model = load_weights(CAM(), cam_weights_path(args))
+    write_cams(args, model, cam_out_dir(args), 'make_cam')

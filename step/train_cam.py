@@ -1,0 +1,139 @@
+"""Baseline CAM network training (METHOD.md stage 3).
+
+Multilabel soft-margin loss on globally pooled logits; SGD with the
+reference's effective settings (see :func:`misc.torchutils.reference_poly_sgd`),
+lr for the classifier 10x. Saves a resumable training state after every
+epoch and the final weights as safetensors. Under torchrun it runs DDP with
+``--cam_batch_size`` as the global batch.
+"""
+import os
+import random
+
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from data import build_source
+from data.loaders import ClassificationDataset, check_listed_images
+from misc import dist
+from misc.logutil import get_logger
+from misc.paths import cam_weights_path, train_state_path
+from misc.torchutils import reference_poly_sgd
+from misc.training import autocast_context, load_train_state, save_train_state
+from net.checkpoint import save_weights
+from net.resnet50 import load_imagenet_weights
+from net.resnet50_cam import Net
+
+
+def build_model(args):
+    model = Net()
+    if args.imagenet_weights:
+        load_imagenet_weights(model.resnet50, args.imagenet_weights)
+    else:
+        get_logger().warning('WARNING: no --imagenet_weights given: the backbone starts from a '
+                             'random initialisation (fine for the demo and tests, not for '
+                             'reproducing the paper)')
+    return model
+
+
+def epoch_loader(dataset, batch_per_rank, args, epoch, shuffle, drop_last):
+    """DataLoader whose order and augmentation depend only on (seed, epoch, rank)."""
+    sampler = DistributedSampler(dataset, num_replicas=dist.world_size(), rank=dist.rank(),
+                                 shuffle=shuffle, seed=args.seed, drop_last=drop_last)
+    sampler.set_epoch(epoch)
+    seed = args.seed * 100003 + epoch * 1009 + dist.rank()
+    random.seed(seed)
+    return DataLoader(dataset, batch_size=batch_per_rank, sampler=sampler,
+                      num_workers=args.num_workers, drop_last=drop_last,
+                      generator=torch.Generator().manual_seed(seed),
+                      pin_memory=torch.cuda.is_available())
+
+
+def per_rank_batch(global_batch):
+    world = dist.world_size()
+    if global_batch % world:
+        raise ValueError('--cam_batch_size %d is not divisible by the %d processes'
+                         % (global_batch, world))
+    return global_batch // world
+
+
+def validate(model, dataset, args, device):
+    """Mean multilabel soft-margin loss on the validation images (main process)."""
+    loader = DataLoader(dataset, batch_size=args.cam_batch_size, shuffle=False,
+                        num_workers=args.num_workers)
+    model.eval()
+    total, n = 0.0, 0
+    with torch.no_grad():
+        for pack in loader:
+            x = model(pack['img'].to(device))
+            total += F.multilabel_soft_margin_loss(x, pack['label'].to(device)).item()
+            n += 1
+    model.train()
+    return total / max(n, 1)
+
+
+def run(args):
+    log = get_logger()
+    device = dist.resolve_device(args.device)
+    dist.init_distributed(device)
+    torch.manual_seed(args.seed)
+    source = build_source(args)
+    train_ids = source.ids(args.train_list)
+    check_listed_images(source, train_ids, args.train_list)
+    dataset = ClassificationDataset(source, train_ids, resize_long=args.cam_resize_long,
+                                    hor_flip=True, crop_size=args.cam_crop_size,
+                                    crop_method='random')
+    batch = per_rank_batch(args.cam_batch_size)
+    steps_per_epoch = len(epoch_loader(dataset, batch, args, 0, True, True))
+    if steps_per_epoch == 0:
+        raise ValueError('%s has %d images, fewer than one batch of %d'
+                         % (args.train_list, len(dataset), args.cam_batch_size))
+    max_step = steps_per_epoch * args.cam_num_epoches
+
+    model = build_model(args).to(device)
+    backbone, head = model.trainable_parameters()
+    optimizer, scheduler = reference_poly_sgd(
+        [{'params': backbone, 'lr': args.cam_learning_rate},
+         {'params': head, 'lr': 10 * args.cam_learning_rate}],
+        args.cam_weight_decay, max_step, fix_momentum_quirk=args.fix_momentum_quirk)
+    weights_path = cam_weights_path(args)
+    state_path = train_state_path(weights_path)
+    start_epoch = load_train_state(state_path, model, optimizer, scheduler, device)
+    if start_epoch:
+        log.info('train_cam: resuming after epoch %d from %s', start_epoch, state_path)
+    net = DistributedDataParallel(model) if dist.world_size() > 1 else model
+    val_dataset = None
+    if args.val_list and dist.is_main_process():
+        val_dataset = ClassificationDataset(source, source.ids(args.val_list),
+                                            crop_size=args.cam_crop_size, crop_method='top_left')
+    log.info('train_cam: %d images, %d steps/epoch x %d epochs, batch %d (%d per process)',
+             len(dataset), steps_per_epoch, args.cam_num_epoches, args.cam_batch_size, batch)
+    scaler = torch.amp.GradScaler(device.type, enabled=args.amp and device.type == 'cuda')
+    net.train()
+    for epoch in range(start_epoch, args.cam_num_epoches):
+        loader = epoch_loader(dataset, batch, args, epoch, True, True)
+        bar = tqdm(loader, desc='train_cam %d/%d' % (epoch + 1, args.cam_num_epoches),
+                   disable=not dist.is_main_process(), dynamic_ncols=True)
+        for pack in bar:
+            with autocast_context(device, args.amp):
+                x = net(pack['img'].to(device, non_blocking=True))
+                loss = F.multilabel_soft_margin_loss(x.float(), pack['label'].to(device))
+            optimizer.zero_grad()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            bar.set_postfix(loss='%.4f' % loss.item(), lr='%.2e' % scheduler.get_last_lr()[0])
+        msg = 'train_cam epoch %d: last loss %.4f' % (epoch + 1, loss.item())
+        if val_dataset is not None:
+            msg += ', val loss %.4f' % validate(model, val_dataset, args, device)
+        log.info(msg)
+        if dist.is_main_process():
+            save_train_state(state_path, model, optimizer, scheduler, epoch + 1)
+        dist.barrier()
+    if dist.is_main_process():
+        save_weights(model, weights_path)
+        log.info('train_cam: weights -> %s', weights_path)
+    dist.barrier()
