@@ -14,11 +14,38 @@ class FixedBatchNorm(nn.BatchNorm2d):
 
     The affine weight and bias stay trainable parameters (as in the
     reference ``FixedBatchNorm``); only the statistics are frozen.
+    ``estimating`` is set only by :func:`estimate_batchnorm_statistics`.
     """
 
+    estimating = False
+
     def forward(self, x):
+        if self.estimating:
+            return super().forward(x)
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
                             training=False, eps=self.eps)
+
+
+def estimate_batchnorm_statistics(model, batches):
+    """Set every FixedBatchNorm's running statistics from data.
+
+    A randomly initialised backbone with frozen BatchNorm has no
+    normalisation at all (running mean 0, variance 1) and diverges; without
+    ImageNet weights (demo, tests) the statistics are first averaged over
+    ``batches`` (cumulative average, batch statistics used downstream).
+    """
+    layers = [m for m in model.modules() if isinstance(m, FixedBatchNorm)]
+    saved = [(m.momentum, m.training) for m in layers]
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum, m.estimating, m.training = None, True, True
+    try:
+        with torch.no_grad():
+            for x in batches:
+                model(x)
+    finally:
+        for m, (momentum, training) in zip(layers, saved):
+            m.momentum, m.estimating, m.training = momentum, False, training
 
 
 def resnet50(norm_layer=nn.BatchNorm2d, strides=(2, 2, 2, 1)):

@@ -23,18 +23,22 @@ from misc.paths import cam_weights_path, train_state_path
 from misc.torchutils import reference_poly_sgd
 from misc.training import autocast_context, load_train_state, save_train_state
 from net.checkpoint import save_weights
-from net.resnet50 import load_imagenet_weights
+from net.resnet50 import estimate_batchnorm_statistics, load_imagenet_weights
 from net.resnet50_cam import Net
 
 
-def build_model(args):
-    model = Net()
+def build_model(args, dataset, device):
+    """Baseline network from ImageNet weights, or random init with data-estimated BN statistics."""
+    model = Net().to(device)
     if args.imagenet_weights:
         load_imagenet_weights(model.resnet50, args.imagenet_weights)
-    else:
-        get_logger().warning('WARNING: no --imagenet_weights given: the backbone starts from a '
-                             'random initialisation (fine for the demo and tests, not for '
-                             'reproducing the paper)')
+        return model
+    get_logger().warning('WARNING: no --imagenet_weights given: the backbone starts from a '
+                         'random initialisation with BatchNorm statistics estimated on the '
+                         'training images (fine for the demo and tests, not for reproducing '
+                         'the paper)')
+    loader = DataLoader(dataset, batch_size=min(len(dataset), 16), shuffle=False)
+    estimate_batchnorm_statistics(model, (pack['img'].to(device) for pack in loader))
     return model
 
 
@@ -92,7 +96,7 @@ def run(args):
                          % (args.train_list, len(dataset), args.cam_batch_size))
     max_step = steps_per_epoch * args.cam_num_epoches
 
-    model = build_model(args).to(device)
+    model = build_model(args, dataset, device)
     backbone, head = model.trainable_parameters()
     optimizer, scheduler = reference_poly_sgd(
         [{'params': backbone, 'lr': args.cam_learning_rate},

@@ -7,10 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import REF
 from misc.metrics import (ThresholdSweep, among_predfg_bg, cam_to_label, confusion_matrix,
                           fp_fn_rates, iou_from_confusion, mean_iou, original_early_stop_best)
-
-REF = Path("/work/shared/fixtures/reference")
 VOC = REF / "voc_mini"
 SPLITS = ("trainval", "train", "val")
 SWEEP_THRESHOLDS = np.arange(5, 60) / 100

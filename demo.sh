@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# One command on a fresh machine: set up the environment and run the demo
+# (synthetic VOC-layout data, baseline CAM training on CPU, CAMs, evaluation).
+#   ./demo.sh [run_demo.py options, e.g. --out demo_out --device cuda]
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+"$repo/scripts/setup_env.sh" "$repo/requirements.txt"
+venv="${QA_CLIMS_VENV:-$repo/.venv}"
+cd "$repo"
+exec "$venv/bin/python" run_demo.py "$@"

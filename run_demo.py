@@ -1,0 +1,73 @@
+"""The demo: synthetic VOC-layout data -> baseline CAM training -> CAMs ->
+evaluation, on CPU in a few minutes (``./demo.sh`` sets up and runs this).
+
+    python run_demo.py [--out demo_out] [--epochs 6] [--device auto]
+
+Prints the per-class IoU table, where the outputs are, and writes CAM
+panels (image | CAM overlay | CAM labels | GT) to ``<out>/overlays``.
+"""
+import argparse
+import os
+import time
+
+import torch
+
+from data import build_source
+from misc.logutil import get_logger
+from misc.paths import cam_out_dir
+from misc.report import iou_table
+from run_sample import build_parser, run_stages
+from tools.make_demo_voc import generate_demo_voc
+from tools.visualize import write_cam_panels
+
+
+def demo_arguments(out, voc_root, opts):
+    """run_sample arguments of the demo: small crops and batches for a CPU."""
+    return build_parser().parse_args([
+        '--voc12_root', voc_root, '--work_space', os.path.join(out, 'work_space'),
+        '--device', opts.device, '--num_workers', str(opts.num_workers), '--seed', '0',
+        '--train_list', 'train', '--val_list', '', '--infer_list', 'trainval',
+        '--chainer_eval_set', 'val',
+        '--cam_batch_size', '8', '--cam_num_epoches', str(opts.epochs),
+        '--cam_learning_rate', str(opts.lr), '--cam_crop_size', '224',
+        '--cam_resize_long', '160,256', '--cam_scales', '1.0,0.5,1.5',
+        '--eval_cam_best', 'True',
+        '--train_cam_pass', 'True', '--make_cam_pass', 'True', '--eval_cam_pass', 'True',
+    ])
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--out', default='demo_out')
+    p.add_argument('--n_images', type=int, default=40)
+    p.add_argument('--epochs', type=int, default=6)
+    p.add_argument('--lr', type=float, default=0.1)
+    p.add_argument('--device', default='auto')
+    p.add_argument('--num_workers', type=int, default=0)
+    opts = p.parse_args(argv)
+    torch.set_num_threads(os.cpu_count() or 1)
+    start = time.time()
+    data = generate_demo_voc(os.path.join(opts.out, 'VOC2012'), n_images=opts.n_images, seed=0)
+    args = demo_arguments(opts.out, data['root'], opts)
+    results = run_stages(args)
+    source = build_source(args)
+    panels = write_cam_panels(source, source.ids('val')[:4], cam_out_dir(args),
+                              os.path.join(opts.out, 'overlays'), args.cam_eval_thres)
+    ev = results['eval_cam']
+    log = get_logger()
+    log.info('\nDemo CAM evaluation on the synthetic val split (%d images), threshold %.2f:\n%s\n'
+             'best threshold %.2f: mIoU %.2f%%',
+             ev['n_images'], ev['threshold'],
+             iou_table(source.label_names, ev['iou'], ev['miou'], 'CAM mIoU'),
+             ev['best']['threshold'], 100 * ev['best']['miou'])
+    log.info('Outputs:\n  dataset      %s\n  weights      %s\n  CAMs         %s\n'
+             '  evaluation   %s\n  log          %s\n  CAM panels   %s (image | CAM | labels | GT)',
+             data['root'], os.path.join(args.work_space, args.cam_weights_name), cam_out_dir(args),
+             os.path.join(args.work_space, 'eval_cam.json'),
+             os.path.join(args.work_space, args.log_name + '.log'), ', '.join(panels))
+    log.info('Demo finished in %.0f s', time.time() - start)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,39 @@
+"""Shared test fixtures: paths to the reference fixtures and tiny datasets."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = Path(os.environ.get('QA_CLIMS_FIXTURES', REPO.parent / 'shared' / 'fixtures'))
+REF = FIXTURES / 'reference'
+VOC_MINI = REF / 'voc_mini'
+
+
+def make_reference_weights(layout_name, out_path):
+    """Write deterministic weights in the authors' checkpoint layout (fixtures' tool)."""
+    subprocess.run([sys.executable, str(FIXTURES / 'tools' / 'make_weights.py'),
+                    '--layout', str(REF / 'layouts' / layout_name), '--out', str(out_path)],
+                   check=True, cwd=str(REF))
+    return out_path
+
+
+@pytest.fixture(scope='session')
+def clims_reference_weights(tmp_path_factory):
+    """res50_qa_clims.pth-layout weights of the fixtures (956 aliased keys)."""
+    return make_reference_weights('clims_state_dict.json',
+                                  tmp_path_factory.mktemp('weights') / 'res50_qa_clims.pth')
+
+
+@pytest.fixture(scope='session')
+def demo_voc(tmp_path_factory):
+    """A small synthetic VOC folder made by the product's own generator (with SBD masks)."""
+    from tools.make_demo_voc import generate_demo_voc
+    return generate_demo_voc(str(tmp_path_factory.mktemp('demo') / 'VOC2012'), n_images=12,
+                             seed=3, with_aug=True, min_side=64, max_side=96)
+
+
+def run_sample_cmd(*args):
+    return [sys.executable, str(REPO / 'run_sample.py')] + [str(a) for a in args]

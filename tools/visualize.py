@@ -1,0 +1,54 @@
+"""Pictures for a person to look at: CAM overlays and coloured label maps."""
+import os
+
+import numpy as np
+
+from misc.io import load_npz, save_png
+from misc.metrics import cam_to_label
+from voc12.devkit import voc_palette
+
+
+def jet(values):
+    """float [H, W] in [0, 1] -> uint8 [H, W, 3] with the 'jet' colour ramp."""
+    x = np.clip(values, 0.0, 1.0)[..., None]
+    centres = np.array([3.0, 2.0, 1.0])
+    return (np.clip(1.5 - np.abs(4.0 * x - centres), 0.0, 1.0) * 255).astype(np.uint8)
+
+
+def cam_overlay(img, cam_max, alpha=0.5):
+    """Blend the image with the jet colouring of a [0, 1] CAM map."""
+    blend = (1 - alpha) * img.astype(np.float32) + alpha * jet(cam_max).astype(np.float32)
+    return np.clip(np.rint(blend), 0, 255).astype(np.uint8)
+
+
+def colorize_label(label):
+    """Class-id map -> RGB with the VOC palette (255 void is white-ish as in VOC)."""
+    palette = np.array(voc_palette(), np.uint8).reshape(256, 3)
+    return palette[np.asarray(label, np.uint8)]
+
+
+def cam_panel(img, cams, gt=None, threshold=0.15):
+    """[image | CAM overlay | CAM labels at ``threshold`` | GT] side by side."""
+    high_res, keys = cams['high_res'], cams['keys']
+    cam_max = high_res.max(0) if len(keys) else np.zeros(img.shape[:2], np.float32)
+    tiles = [img, cam_overlay(img, cam_max),
+             colorize_label(cam_to_label(high_res, keys, threshold))]
+    if gt is not None:
+        tiles.append(colorize_label(gt))
+    gap = np.full((img.shape[0], 4, 3), 255, np.uint8)
+    row = [tiles[0]]
+    for tile in tiles[1:]:
+        row += [gap, tile]
+    return np.concatenate(row, axis=1)
+
+
+def write_cam_panels(source, ids, cam_dir, out_dir, threshold=0.15):
+    """One PNG panel per id in ``out_dir``; returns the written paths."""
+    paths = []
+    for image_id in ids:
+        cams = load_npz(os.path.join(cam_dir, image_id + '.npz'), required=('keys', 'high_res'))
+        gt = source.read_mask(image_id) if os.path.isfile(source.mask_path(image_id)) else None
+        path = os.path.join(out_dir, image_id + '.png')
+        save_png(path, cam_panel(source.read_image(image_id), cams, gt, threshold))
+        paths.append(path)
+    return paths
