@@ -26,11 +26,12 @@ def demo_arguments(out, voc_root, opts):
     return build_parser().parse_args([
         '--voc12_root', voc_root, '--work_space', os.path.join(out, 'work_space'),
         '--device', opts.device, '--num_workers', str(opts.num_workers), '--seed', '0',
-        '--train_list', 'train', '--val_list', '', '--infer_list', 'trainval',
-        '--chainer_eval_set', 'val',
+        '--train_list', 'train', '--val_list', '', '--infer_list', 'train',
+        '--chainer_eval_set', 'train',
         '--cam_batch_size', '8', '--cam_num_epoches', str(opts.epochs),
-        '--cam_learning_rate', str(opts.lr), '--cam_crop_size', '224',
-        '--cam_resize_long', '160,256', '--cam_scales', '1.0,0.5,1.5',
+        '--cam_learning_rate', str(opts.lr), '--cam_crop_size', str(opts.crop),
+        '--cam_resize_long', '%d,%d' % (opts.crop * 3 // 4, opts.crop * 5 // 4),
+        '--cam_scales', '1.0,0.5,1.5',
         '--eval_cam_best', 'True',
         '--train_cam_pass', 'True', '--make_cam_pass', 'True', '--eval_cam_pass', 'True',
     ])
@@ -41,25 +42,28 @@ def main(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--out', default='demo_out')
     p.add_argument('--n_images', type=int, default=40)
-    p.add_argument('--epochs', type=int, default=6)
+    p.add_argument('--max_classes', type=int, default=6)
+    p.add_argument('--epochs', type=int, default=30)
+    p.add_argument('--crop', type=int, default=128)
     p.add_argument('--lr', type=float, default=0.1)
     p.add_argument('--device', default='auto')
     p.add_argument('--num_workers', type=int, default=0)
     opts = p.parse_args(argv)
     torch.set_num_threads(os.cpu_count() or 1)
     start = time.time()
-    data = generate_demo_voc(os.path.join(opts.out, 'VOC2012'), n_images=opts.n_images, seed=0)
+    data = generate_demo_voc(os.path.join(opts.out, 'VOC2012'), n_images=opts.n_images, seed=0,
+                             max_classes=opts.max_classes)
     args = demo_arguments(opts.out, data['root'], opts)
     results = run_stages(args)
     source = build_source(args)
-    panels = write_cam_panels(source, source.ids('val')[:4], cam_out_dir(args),
+    panels = write_cam_panels(source, source.ids('train')[:4], cam_out_dir(args),
                               os.path.join(opts.out, 'overlays'), args.cam_eval_thres)
     ev = results['eval_cam']
     log = get_logger()
-    log.info('\nDemo CAM evaluation on the synthetic val split (%d images), threshold %.2f:\n%s\n'
+    log.info('\nDemo CAM evaluation on the synthetic train split (%d images), threshold %.2f:\n%s\n'
              'best threshold %.2f: mIoU %.2f%%',
              ev['n_images'], ev['threshold'],
-             iou_table(source.label_names, ev['iou'], ev['miou'], 'CAM mIoU'),
+             iou_table(source.label_names, ev['iou'], ev['miou'], 'CAM mIoU', skip_absent=True),
              ev['best']['threshold'], 100 * ev['best']['miou'])
     log.info('Outputs:\n  dataset      %s\n  weights      %s\n  CAMs         %s\n'
              '  evaluation   %s\n  log          %s\n  CAM panels   %s (image | CAM | labels | GT)',

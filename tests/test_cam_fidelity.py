@@ -1,12 +1,15 @@
 """make_clims / make_cam / eval_cam through run_sample.py against the reference fixtures."""
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 import run_sample
-from conftest import REF, VOC_MINI
+from conftest import REF, REPO, VOC_MINI
 
 IDS = ['2007_001442', '2008_003119', '2009_005118', '2011_009486', '2011_009504', '2012_004233']
 
@@ -98,3 +101,16 @@ def test_eval_cam_names_missing_cam_files(tmp_path):
     (tmp_path / 'cams').mkdir()
     with pytest.raises(FileNotFoundError, match='6 of 6 CAM files are missing'):
         sample(tmp_path, '--eval_cam_pass', 'True', '--chainer_eval_set', 'trainval')
+
+
+def test_run_voc12_qa_clims_script_reproduces_reference_train_miou(tmp_path,
+                                                                  clims_reference_weights):
+    env = dict(os.environ, VOC12_ROOT=str(VOC_MINI), WORK_SPACE=str(tmp_path),
+               CLIMS_WEIGHTS=str(clims_reference_weights), NUM_WORKERS='0', PYTHON=sys.executable)
+    subprocess.run(['bash', str(REPO / 'run_voc12_qa_clims.sh')], env=env, check=True,
+                   capture_output=True)
+    ours = json.loads((tmp_path / 'eval_cam.json').read_text())
+    ref = reference_split('train')
+    assert ours['n_images'] == 4
+    assert ours['miou'] == pytest.approx(ref['miou'], abs=2e-4)
+    assert ours['original_early_stop_best']['threshold'] == ref['original_early_stop_best']['thres']

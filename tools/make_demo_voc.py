@@ -290,15 +290,15 @@ def split_ids(rng, ids):
     return train, val
 
 
-def choose_class_subset(rng, n_train):
-    """Classes used in the dataset: all 20 if the train split can show each twice.
+def choose_class_subset(rng, n_classes):
+    """The ``n_classes`` classes used in the dataset, favoured classes first.
 
-    With ``n_train`` images and two guaranteed slots per image, at most
-    ``n_train`` classes can appear twice; favoured classes are kept first.
+    Callers cap ``n_classes`` at the number of train images: with two
+    guaranteed slots per image, at most that many classes can appear twice.
     """
     others = [c for c in range(len(VOC_CLASSES)) if c not in FAVOURED_CLASSES]
     priority = list(FAVOURED_CLASSES) + rng.permutation(others).tolist()
-    return sorted(priority[:min(len(VOC_CLASSES), n_train)])
+    return sorted(priority[:min(len(VOC_CLASSES), n_classes)])
 
 
 def class_weights(subset):
@@ -533,7 +533,8 @@ def write_meta(root, args, summary):
 # Entry points
 # ----------------------------------------------------------------------------
 
-def generate_demo_voc(out_dir, n_images=40, seed=0, with_aug=False, min_side=96, max_side=192):
+def generate_demo_voc(out_dir, n_images=40, seed=0, with_aug=False, min_side=96, max_side=192,
+                      max_classes=20):
     """Generate (or reuse) a synthetic VOC 2012-layout dataset in ``out_dir``.
 
     Returns a dict with ``ids`` (all listed ids, sorted), ``train``, ``val``,
@@ -541,6 +542,8 @@ def generate_demo_voc(out_dir, n_images=40, seed=0, with_aug=False, min_side=96,
     ({id: sorted 0-based class ids}, for every generated image) and ``root``.
     If ``out_dir`` already holds a complete dataset made with the same
     arguments, nothing is written and the stored summary is returned.
+    ``max_classes`` caps the number of classes drawn (fewer classes give more
+    examples per class, so a short training run learns them).
     """
     if n_images < 3:
         raise ValueError("n_images must be at least 3 (two train images and one val image)")
@@ -548,7 +551,7 @@ def generate_demo_voc(out_dir, n_images=40, seed=0, with_aug=False, min_side=96,
         raise ValueError("need 48 <= min_side <= max_side")
     root = str(out_dir)
     args = {"n_images": int(n_images), "seed": int(seed), "with_aug": bool(with_aug),
-            "min_side": int(min_side), "max_side": int(max_side)}
+            "min_side": int(min_side), "max_side": int(max_side), "max_classes": int(max_classes)}
     summary = existing_summary(root, args)
     if summary is not None:
         return summary
@@ -561,7 +564,7 @@ def generate_demo_voc(out_dir, n_images=40, seed=0, with_aug=False, min_side=96,
     rng = np.random.default_rng(seed)
     ids = sample_ids(rng, n_images)
     train, val = split_ids(rng, ids)
-    subset = choose_class_subset(rng, len(train))
+    subset = choose_class_subset(rng, min(len(train), max_classes))
     plan = plan_classes(rng, train, val, subset)
     sides = (min_side, max_side)
     labels = {image_id: write_image_files(rng, root, image_id, plan[image_id], sides, True, with_aug)
@@ -601,11 +604,13 @@ def main(argv=None):
     parser.add_argument("--out", required=True, help="output folder (the VOC root)")
     parser.add_argument("--n", type=int, default=40, help="number of listed images")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max_classes", type=int, default=20, help="number of classes drawn")
     parser.add_argument("--with_aug", action="store_true",
                         help="also write SegmentationClassAug and a few SBD-only images")
     options = parser.parse_args(argv)
     start = time.time()
-    summary = generate_demo_voc(options.out, n_images=options.n, seed=options.seed, with_aug=options.with_aug)
+    summary = generate_demo_voc(options.out, n_images=options.n, seed=options.seed, with_aug=options.with_aug,
+                                max_classes=options.max_classes)
     print("demo VOC dataset at %s (%.2fs)" % (summary["root"], time.time() - start))
     print("  images: %d (train %d, val %d, SBD-only %d)" % (
         len(summary["ids"]), len(summary["train"]), len(summary["val"]), len(summary["aug_only"])))
