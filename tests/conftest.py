@@ -37,3 +37,10 @@ def demo_voc(tmp_path_factory):
 
 def run_sample_cmd(*args):
     return [sys.executable, str(REPO / 'run_sample.py')] + [str(a) for a in args]
+
+
+def pytest_configure(config):
+    if not REF.is_dir():
+        raise pytest.UsageError('reference fixtures not found at %s: run the tests from a '
+                                'checkout next to shared/fixtures or set QA_CLIMS_FIXTURES'
+                                % FIXTURES)

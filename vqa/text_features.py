@@ -1,0 +1,117 @@
+"""Text features of the VQA answers (METHOD.md stage 2).
+
+A cache maps each distinct answer text to its L2-normalised CLIP text feature
+of ``prompt.format(text)``. It is one safetensors file: tensor ``features``
+[N, D] and metadata (JSON strings) ``texts``, ``kind`` (fg/bg), ``prompt``,
+``clip_name`` and ``clip_sha256`` (the checksum of the CLIP weights that
+made it). A cache is refused by a run that uses other CLIP weights.
+"""
+import json
+import os
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save
+
+from misc.io import atomic_write
+
+PROMPT = 'a photo of {}.'
+CLASS_ALIASES = {'dining table': ('table', 'dining table'), 'tv monitor': ('monitor', 'tv monitor'),
+                 'potted plant': ('plant', 'potted plant')}
+
+
+def fg_prompted_answers(class_name, answers):
+    """FG answers with the class name appended where none of its names occurs.
+
+    A plain substring test as the reference (``cat`` is found in ``category``).
+    """
+    names = CLASS_ALIASES.get(class_name, (class_name,))
+    return [a if any(n in a for n in names) else '%s %s' % (a, class_name) for a in answers]
+
+
+def bg_answers(class_name, answers):
+    """Distinct BG answers (first-occurrence order) without the class name itself."""
+    return [a for a in dict.fromkeys(answers) if a != class_name]
+
+
+def cache_texts(results, kind):
+    """Every distinct text a cache of ``kind`` ('fg' or 'bg') must hold."""
+    texts = {}
+    for per_class in results.values():
+        for name, entry in per_class.items():
+            if kind == 'fg':
+                chosen = fg_prompted_answers(name, entry['answers'])
+            else:
+                chosen = bg_answers(name, entry['answers'])
+            texts.update(dict.fromkeys(chosen))
+    return list(texts)
+
+
+class TextFeatureCache:
+    """text -> normalised feature, with the identity of the CLIP that made it."""
+
+    def __init__(self, texts, features, kind, prompt, clip_name, clip_sha256):
+        if len(texts) != len(features):
+            raise ValueError('%d texts but %d features' % (len(texts), len(features)))
+        self.index = {t: i for i, t in enumerate(texts)}
+        self.texts = list(texts)
+        self.features = features
+        self.kind, self.prompt = kind, prompt
+        self.clip_name, self.clip_sha256 = clip_name, clip_sha256
+
+    def lookup(self, texts):
+        """Features [len(texts), D] of the given texts."""
+        missing = [t for t in texts if t not in self.index]
+        if missing:
+            raise KeyError('text(s) %s are not in the %s text-feature cache; rebuild it with '
+                           'tools/gen_text_feats_cache.py' % (missing[:3], self.kind))
+        return self.features[[self.index[t] for t in texts]]
+
+    def check_identity(self, clip_name, clip_sha256, path='the cache'):
+        """Refuse a cache made with other CLIP weights."""
+        if clip_sha256 != self.clip_sha256:
+            raise ValueError(
+                '%s was built with CLIP %s (weights sha256 %s...) but this run uses %s (%s...): '
+                'rebuild it with tools/gen_text_feats_cache.py --clip %s'
+                % (path, self.clip_name, self.clip_sha256[:12], clip_name, clip_sha256[:12],
+                   clip_name))
+
+    def save(self, path):
+        meta = {'texts': json.dumps(self.texts), 'kind': self.kind, 'prompt': self.prompt,
+                'clip_name': self.clip_name, 'clip_sha256': self.clip_sha256}
+        data = save({'features': self.features.contiguous().cpu()}, metadata=meta)
+        with atomic_write(path) as f:
+            f.write(data)
+
+    @classmethod
+    def load(cls, path):
+        if not os.path.isfile(path):
+            raise FileNotFoundError('text-feature cache %s does not exist (build it with '
+                                    'tools/gen_text_feats_cache.py)' % path)
+        with safe_open(path, framework='pt') as f:
+            meta = f.metadata() or {}
+            missing = [k for k in ('texts', 'kind', 'prompt', 'clip_name', 'clip_sha256')
+                       if k not in meta]
+            if missing:
+                raise ValueError('%s is not a text-feature cache of this toolkit (metadata %s '
+                                 'missing)' % (path, missing))
+            features = f.get_tensor('features')
+        return cls(json.loads(meta['texts']), features, meta['kind'], meta['prompt'],
+                   meta['clip_name'], meta['clip_sha256'])
+
+
+def build_cache(results, kind, encode_texts, clip_name, clip_sha256, prompt=PROMPT,
+                batch_size=256):
+    """Encode every text of ``results`` with ``encode_texts(list of str) -> [n, D]``.
+
+    Features are L2-normalised float32.
+    """
+    texts = cache_texts(results, kind)
+    chunks = []
+    with torch.no_grad():
+        for start in range(0, len(texts), batch_size):
+            prompts = [prompt.format(t) for t in texts[start:start + batch_size]]
+            feats = encode_texts(prompts).float()
+            chunks.append(feats / feats.norm(dim=-1, keepdim=True))
+    features = torch.cat(chunks) if chunks else torch.zeros(0, 0)
+    return TextFeatureCache(texts, features, kind, prompt, clip_name, clip_sha256)
