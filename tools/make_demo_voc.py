@@ -19,17 +19,17 @@ import colorsys
 import io
 import json
 import os
+import sys
 import time
 import xml.etree.ElementTree as ET
 
 import numpy as np
 from PIL import Image
 
-VOC_CLASSES = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
-    "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person",
-    "pottedplant", "sheep", "sofa", "train", "tvmonitor",
-)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from voc12.devkit import XML_CLASS_NAMES as VOC_CLASSES, voc_palette  # noqa: E402
+
 
 #: Shape drawn for each class (index = 0-based class id).  Classes ``c`` and
 #: ``c + 10`` share a shape but differ in hue and in texture (stripes).
@@ -52,21 +52,6 @@ META_NAME = "demo_meta.json"
 META_VERSION = 1
 PLACEMENT_TRIES = 30
 LAYOUT_TRIES = 20
-
-
-def voc_colormap(n=256):
-    """Return the standard PASCAL VOC colour map as an ``(n, 3)`` uint8 array."""
-    cmap = np.zeros((n, 3), dtype=np.uint8)
-    for index in range(n):
-        r = g = b = 0
-        c = index
-        for bit in range(8):
-            r |= ((c >> 0) & 1) << (7 - bit)
-            g |= ((c >> 1) & 1) << (7 - bit)
-            b |= ((c >> 2) & 1) << (7 - bit)
-            c >>= 3
-        cmap[index] = (r, g, b)
-    return cmap
 
 
 def class_hue(class_id):
@@ -416,7 +401,7 @@ def palette_png(mask):
     """Mode 'P' PNG bytes of a class-id mask with the VOC colour map."""
     height, width = mask.shape
     image = Image.frombytes("P", (width, height), np.ascontiguousarray(mask).tobytes())
-    image.putpalette(voc_colormap().flatten().tolist())
+    image.putpalette(voc_palette())
     return encode_image(image, "PNG")
 
 
