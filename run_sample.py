@@ -16,7 +16,7 @@ import time
 from misc import dist
 from misc.logutil import setup_logging
 
-STAGES = ('train_cam', 'make_cam', 'make_clims', 'eval_cam')
+STAGES = ('train_cam', 'make_cam', 'make_clims', 'eval_cam', 'cam_to_ir_label')
 
 
 def str2bool(value):
@@ -79,6 +79,12 @@ def build_parser():
     g.add_argument('--cam_weights_name', default='res50_cam.safetensors')
     g.add_argument('--clims_weights_name', default='res50_qa_clims.safetensors')
     g.add_argument('--cam_out_dir', default='cams')
+    g.add_argument('--ir_label_out_dir', default='ir_label')
+
+    g = p.add_argument_group('IRNet')
+    g.add_argument('--conf_fg_thres', default=0.30, type=float)
+    g.add_argument('--conf_bg_thres', default=0.10, type=float,
+                   help='reference default 0.10 (IRNet used 0.05)')
 
     g = p.add_argument_group('stages (run in this order)')
     for stage in STAGES:

@@ -1,0 +1,80 @@
+"""Confident foreground/background regions for IRNet (METHOD.md stage 7).
+
+From the high-res CAMs: FG-confident = argmax with background padded at
+``--conf_fg_thres``, refined by a dense CRF; BG-confident the same at
+``--conf_bg_thres``. Label = FG class (1..20); 255 where the FG map says
+background; 0 where both say background. One grayscale PNG per image in
+``--ir_label_out_dir``; parallel over processes, resumable, atomic.
+"""
+import multiprocessing
+import os
+
+import numpy as np
+from tqdm import tqdm
+
+from data import build_source
+from misc import dist
+from misc.crf import crf_inference_label
+from misc.io import load_npz, remove_partial_files, save_png
+from misc.logutil import get_logger
+from misc.paths import cam_out_dir, in_work_space
+
+
+def confident_label(img, high_res, keys, fg_thres, bg_thres):
+    """uint8 [H, W]: 0 confident background, class id + 1, or 255 uncertain."""
+    lookup = np.pad(keys + 1, (1, 0), mode='constant')
+
+    def crf_label(threshold):
+        padded = np.pad(high_res, ((1, 0), (0, 0), (0, 0)), mode='constant',
+                        constant_values=threshold)
+        return lookup[crf_inference_label(img, np.argmax(padded, axis=0), len(lookup))]
+
+    fg = crf_label(fg_thres)
+    bg = crf_label(bg_thres)
+    conf = fg.copy()
+    conf[fg == 0] = 255
+    conf[bg + fg == 0] = 0
+    return conf.astype(np.uint8)
+
+
+def _label_one(job):
+    source, image_id, cam_dir, out_dir, fg_thres, bg_thres = job
+    cams = load_npz(os.path.join(cam_dir, image_id + '.npz'), required=('keys', 'high_res'))
+    conf = confident_label(source.read_image(image_id), cams['high_res'], cams['keys'],
+                           fg_thres, bg_thres)
+    save_png(os.path.join(out_dir, image_id + '.png'), conf)
+    return image_id
+
+
+def run(args):
+    log = get_logger()
+    source = build_source(args)
+    ids = source.ids(args.train_list)
+    cam_dir, out_dir = cam_out_dir(args), in_work_space(args, args.ir_label_out_dir)
+    missing = [i for i in ids if not os.path.isfile(os.path.join(cam_dir, i + '.npz'))]
+    if missing:
+        raise FileNotFoundError('%d CAM files of %s are missing in %s (first: %s.npz); run '
+                                'make_cam / make_clims on this list first'
+                                % (len(missing), args.train_list, cam_dir, missing[0]))
+    os.makedirs(out_dir, exist_ok=True)
+    if dist.is_main_process():
+        remove_partial_files(out_dir)
+    todo = [i for i in ids if not os.path.isfile(os.path.join(out_dir, i + '.png'))]
+    shard = todo[dist.rank()::dist.world_size()]
+    log.info('cam_to_ir_label: %d images, %d done, %d in this process -> %s (fg %.2f, bg %.2f)',
+             len(ids), len(ids) - len(todo), len(shard), out_dir, args.conf_fg_thres,
+             args.conf_bg_thres)
+    jobs = [(source, i, cam_dir, out_dir, args.conf_fg_thres, args.conf_bg_thres) for i in shard]
+    n_proc = max(1, min(args.num_workers, len(jobs)))
+    bar = tqdm(total=len(jobs), desc='cam_to_ir_label', disable=not dist.is_main_process(),
+               dynamic_ncols=True)
+    if n_proc == 1:
+        for job in jobs:
+            _label_one(job)
+            bar.update()
+    else:
+        with multiprocessing.get_context('spawn').Pool(n_proc) as pool:
+            for _ in pool.imap_unordered(_label_one, jobs):
+                bar.update()
+    bar.close()
+    dist.barrier()
