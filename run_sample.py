@@ -16,7 +16,7 @@ import time
 from misc import dist
 from misc.logutil import setup_logging
 
-STAGES = ('train_cam', 'make_cam', 'make_clims', 'eval_cam', 'cam_to_ir_label')
+STAGES = ('train_cam', 'make_cam', 'make_clims', 'eval_cam', 'cam_to_ir_label', 'eval_sem_seg')
 
 
 def str2bool(value):
@@ -52,7 +52,8 @@ def build_parser():
                    help='split name (train, train_aug, ...) or list file')
     g.add_argument('--val_list', default='val', help='split name or list file ("" to skip)')
     g.add_argument('--infer_list', default='train', help='split name or list file')
-    g.add_argument('--chainer_eval_set', default='train', help='split evaluated by eval_cam')
+    g.add_argument('--chainer_eval_set', default='train',
+                   help='split evaluated by eval_cam and eval_sem_seg')
     g.add_argument('--num_workers', default=os.cpu_count() or 1, type=int)
     g.add_argument('--seed', default=0, type=int)
     g.add_argument('--device', default='auto', help="'auto', 'cpu', 'cuda', 'cuda:1', ...")
@@ -80,6 +81,7 @@ def build_parser():
     g.add_argument('--clims_weights_name', default='res50_qa_clims.safetensors')
     g.add_argument('--cam_out_dir', default='cams')
     g.add_argument('--ir_label_out_dir', default='ir_label')
+    g.add_argument('--sem_seg_out_dir', default='sem_seg')
 
     g = p.add_argument_group('IRNet')
     g.add_argument('--conf_fg_thres', default=0.30, type=float)

@@ -1,0 +1,62 @@
+"""Pseudo-mask evaluation (METHOD.md stage 10, reference eval_sem_seg).
+
+Predictions are the PNGs of ``--sem_seg_out_dir``; 255 in a prediction is
+counted as background, GT void is ignored. Writes
+``work_space/eval_sem_seg.json`` with mIoU (nanmean), per-class IoU and the
+FP/FN rates the reference prints (their class mean is a plain mean: NaN as
+soon as a class is absent, as in the reference).
+"""
+import os
+
+import numpy as np
+from tqdm import tqdm
+
+from data import build_source
+from misc.io import read_label_png, save_json
+from misc.logutil import get_logger
+from misc.metrics import confusion_matrix, fp_fn_rates, mean_iou
+from misc.paths import in_work_space
+from misc.report import iou_table
+
+
+def read_prediction(path, shape):
+    """A pseudo-mask PNG with 255 mapped to background; its size must match the GT."""
+    pred = read_label_png(path).copy()
+    if pred.shape != shape:
+        raise ValueError('%s has size %s but the ground truth is %s' % (path, pred.shape, shape))
+    pred[pred == 255] = 0
+    return pred
+
+
+def run(args):
+    log = get_logger()
+    source = build_source(args)
+    ids = source.ids(args.chainer_eval_set)
+    pred_dir = in_work_space(args, args.sem_seg_out_dir)
+    missing = [i for i in ids if not os.path.isfile(os.path.join(pred_dir, i + '.png'))]
+    if missing:
+        raise FileNotFoundError('%d of %d pseudo masks are missing in %s (first: %s.png); run '
+                                'make_sem_seg first' % (len(missing), len(ids), pred_dir, missing[0]))
+    n_class = source.n_classes + 1
+    conf = np.zeros((n_class, n_class), np.int64)
+    for image_id in tqdm(ids, desc='eval_sem_seg', dynamic_ncols=True):
+        gt = source.read_mask(image_id)
+        pred = read_prediction(os.path.join(pred_dir, image_id + '.png'), gt.shape)
+        conf += confusion_matrix(pred, gt, n_class)
+    rates = fp_fn_rates(conf)
+    result = {'dataset': source.name, 'split': args.chainer_eval_set, 'n_images': len(ids),
+              'sem_seg_out_dir': pred_dir, 'miou': mean_iou(rates['iou']),
+              'iou': rates['iou'].tolist(),
+              'iou_by_class': dict(zip(source.label_names, rates['iou'].tolist())),
+              'fp': rates['fp'].tolist(), 'fn': rates['fn'].tolist(),
+              'printed_fp0_fn0': rates['printed_fp0_fn0'],
+              'printed_mean_fp_fn_fg': rates['printed_mean_fp_fn_fg'],
+              'confusion': conf.tolist()}
+    out = os.path.join(args.work_space, 'eval_sem_seg.json')
+    save_json(out, result)
+    log.info('eval_sem_seg on %s (%d images):\n%s\nbackground FP %.4f FN %.4f; mean FG FP %.4f '
+             'FN %.4f', args.chainer_eval_set, len(ids),
+             iou_table(source.label_names, result['iou'], result['miou']),
+             *rates['printed_fp0_fn0'], *rates['printed_mean_fp_fn_fg'])
+    log.info('eval_sem_seg: -> %s', out)
+    return result
