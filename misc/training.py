@@ -2,9 +2,12 @@
 import contextlib
 import io
 import os
+import random
 
 import torch
+from torch.utils.data import DataLoader, DistributedSampler
 
+from misc import dist
 from misc.io import atomic_write
 
 
@@ -34,3 +37,24 @@ def autocast_context(device, enabled):
         return contextlib.nullcontext()
     dtype = torch.float16 if device.type == 'cuda' else torch.bfloat16
     return torch.autocast(device.type, dtype=dtype)
+
+
+def epoch_loader(dataset, batch_per_rank, args, epoch, shuffle, drop_last):
+    """DataLoader whose order and augmentation depend only on (seed, epoch, rank)."""
+    sampler = DistributedSampler(dataset, num_replicas=dist.world_size(), rank=dist.rank(),
+                                 shuffle=shuffle, seed=args.seed, drop_last=drop_last)
+    sampler.set_epoch(epoch)
+    seed = args.seed * 100003 + epoch * 1009 + dist.rank()
+    random.seed(seed)
+    return DataLoader(dataset, batch_size=batch_per_rank, sampler=sampler,
+                      num_workers=args.num_workers, drop_last=drop_last,
+                      generator=torch.Generator().manual_seed(seed),
+                      pin_memory=torch.cuda.is_available())
+
+
+def per_rank_batch(global_batch, flag='--cam_batch_size'):
+    world = dist.world_size()
+    if global_batch % world:
+        raise ValueError('%s %d is not divisible by the %d processes'
+                         % (flag, global_batch, world))
+    return global_batch // world

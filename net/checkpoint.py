@@ -36,13 +36,13 @@ def read_state_dict(path):
     return state
 
 
-def canonical_state_dict(state):
+def canonical_state_dict(state, alias_prefixes=REFERENCE_ALIAS_PREFIXES):
     """Drop ``module.`` (DataParallel/DDP) prefixes and the reference's alias names."""
     out = {}
     for key, value in state.items():
         if key.startswith('module.'):
             key = key[len('module.'):]
-        if key.startswith(REFERENCE_ALIAS_PREFIXES):
+        if key.startswith(alias_prefixes):
             continue
         out[key] = value
     return out
@@ -50,7 +50,8 @@ def canonical_state_dict(state):
 
 def load_weights(model, path):
     """Load ``path`` into ``model`` strictly; a mismatch is an error naming the file."""
-    state = canonical_state_dict(read_state_dict(path))
+    aliases = getattr(model, 'reference_alias_prefixes', REFERENCE_ALIAS_PREFIXES)
+    state = canonical_state_dict(read_state_dict(path), aliases)
     expected = model.state_dict()
     missing = sorted(k for k in expected if k not in state)
     unexpected = sorted(k for k in state if k not in expected)

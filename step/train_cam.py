@@ -6,13 +6,10 @@ lr for the classifier 10x. Saves a resumable training state after every
 epoch and the final weights as safetensors. Under torchrun it runs DDP with
 ``--cam_batch_size`` as the global batch.
 """
-import os
-import random
-
 import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from data import build_source
@@ -21,7 +18,8 @@ from misc import dist
 from misc.logutil import get_logger
 from misc.paths import cam_weights_path, train_state_path
 from misc.torchutils import reference_poly_sgd
-from misc.training import autocast_context, load_train_state, save_train_state
+from misc.training import (autocast_context, epoch_loader, load_train_state, per_rank_batch,
+                            save_train_state)
 from net.checkpoint import save_weights
 from net.resnet50 import estimate_batchnorm_statistics, load_imagenet_weights
 from net.resnet50_cam import Net
@@ -40,27 +38,6 @@ def build_model(args, dataset, device):
     loader = DataLoader(dataset, batch_size=min(len(dataset), 16), shuffle=False)
     estimate_batchnorm_statistics(model, (pack['img'].to(device) for pack in loader))
     return model
-
-
-def epoch_loader(dataset, batch_per_rank, args, epoch, shuffle, drop_last):
-    """DataLoader whose order and augmentation depend only on (seed, epoch, rank)."""
-    sampler = DistributedSampler(dataset, num_replicas=dist.world_size(), rank=dist.rank(),
-                                 shuffle=shuffle, seed=args.seed, drop_last=drop_last)
-    sampler.set_epoch(epoch)
-    seed = args.seed * 100003 + epoch * 1009 + dist.rank()
-    random.seed(seed)
-    return DataLoader(dataset, batch_size=batch_per_rank, sampler=sampler,
-                      num_workers=args.num_workers, drop_last=drop_last,
-                      generator=torch.Generator().manual_seed(seed),
-                      pin_memory=torch.cuda.is_available())
-
-
-def per_rank_batch(global_batch):
-    world = dist.world_size()
-    if global_batch % world:
-        raise ValueError('--cam_batch_size %d is not divisible by the %d processes'
-                         % (global_batch, world))
-    return global_batch // world
 
 
 def validate(model, dataset, args, device):

@@ -44,3 +44,10 @@ def pytest_configure(config):
         raise pytest.UsageError('reference fixtures not found at %s: run the tests from a '
                                 'checkout next to shared/fixtures or set QA_CLIMS_FIXTURES'
                                 % FIXTURES)
+
+
+@pytest.fixture(scope='session')
+def irn_reference_weights(tmp_path_factory):
+    """res50_irn.pth-layout weights of the fixtures (1056 keys, aliases and derived buffers)."""
+    return make_reference_weights('irn_state_dict.json',
+                                  tmp_path_factory.mktemp('weights') / 'res50_irn.pth')

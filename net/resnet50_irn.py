@@ -1,0 +1,109 @@
+"""IRNet (METHOD.md stages 8-9): a frozen ResNet-50 (FixedBatchNorm, strides
+2, 2, 2, 1) with a class-boundary (edge) branch and a displacement branch.
+
+Module names follow the reference checkpoint ``res50_irn.pth``
+(``resnet50.*``, ``fc_edge1..6``, ``fc_dp1..7``, ``mean_shift``).
+"""
+import torch
+from torch import nn
+
+from net.resnet50 import FixedBatchNorm, resnet50
+
+
+def branch(in_ch, out_ch, groups, upsample=1, activate=True):
+    """1x1 conv, GroupNorm, optional bilinear upsampling, ReLU (the reference's order)."""
+    layers = [nn.Conv2d(in_ch, out_ch, 1, bias=False), nn.GroupNorm(groups, out_ch)]
+    if upsample > 1:
+        layers.append(nn.Upsample(scale_factor=upsample, mode='bilinear', align_corners=False))
+    if activate:
+        layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class MeanShift(nn.Module):
+    """Subtracts the mean displacement estimated after training (eval mode only)."""
+
+    def __init__(self, num_features):
+        super().__init__()
+        self.register_buffer('running_mean', torch.zeros(num_features))
+
+    def forward(self, x):
+        if self.training:
+            return x
+        return x - self.running_mean.view(1, -1, 1, 1)
+
+
+class IRNet(nn.Module):
+    """forward(x) -> (edge logits [N, 1, h, w], displacement [N, 2, h, w]) at stride 4."""
+
+    # Names under which the reference checkpoint repeats modules or stores
+    # buffers derived from the training crop size (dropped when loading).
+    reference_alias_prefixes = ('stage1.', 'stage2.', 'stage3.', 'stage4.', 'stage5.',
+                                'backbone.', 'edge_layers.', 'dp_layers.', 'fc_dp7.4.',
+                                'path_indices', 'disp_target')
+
+    def __init__(self):
+        super().__init__()
+        self.resnet50 = resnet50(norm_layer=FixedBatchNorm)
+        self.mean_shift = MeanShift(2)
+        self.fc_edge1 = branch(64, 32, 4)
+        self.fc_edge2 = branch(256, 32, 4)
+        self.fc_edge3 = branch(512, 32, 4, upsample=2)
+        self.fc_edge4 = branch(1024, 32, 4, upsample=4)
+        self.fc_edge5 = branch(2048, 32, 4, upsample=4)
+        self.fc_edge6 = nn.Conv2d(160, 1, 1, bias=True)
+        self.fc_dp1 = branch(64, 64, 8)
+        self.fc_dp2 = branch(256, 128, 16)
+        self.fc_dp3 = branch(512, 256, 16, upsample=2)
+        self.fc_dp4 = branch(1024, 256, 16, upsample=4)
+        self.fc_dp5 = branch(2048, 256, 16, upsample=4)
+        self.fc_dp6 = branch(768, 256, 16, upsample=2)
+        self.fc_dp7 = nn.Sequential(nn.Conv2d(448, 256, 1, bias=False), nn.GroupNorm(16, 256),
+                                    nn.ReLU(inplace=True), nn.Conv2d(256, 2, 1, bias=False))
+        for p in self.resnet50.parameters():
+            p.requires_grad = False
+
+    def backbone_features(self, x):
+        """Detached outputs of the stem (stride 4) and of layer1-4."""
+        r = self.resnet50
+        x1 = r.maxpool(r.relu(r.bn1(r.conv1(x)))).detach()
+        x2 = r.layer1(x1).detach()
+        x3 = r.layer2(x2).detach()
+        x4 = r.layer3(x3).detach()
+        x5 = r.layer4(x4).detach()
+        return x1, x2, x3, x4, x5
+
+    def forward(self, x):
+        x1, x2, x3, x4, x5 = self.backbone_features(x)
+        h, w = x2.shape[2:]
+        edge = torch.cat([self.fc_edge1(x1), self.fc_edge2(x2), self.fc_edge3(x3)[..., :h, :w],
+                          self.fc_edge4(x4)[..., :h, :w], self.fc_edge5(x5)[..., :h, :w]], 1)
+        dp_up = torch.cat([self.fc_dp3(x3)[..., :h, :w], self.fc_dp4(x4)[..., :h, :w],
+                           self.fc_dp5(x5)[..., :h, :w]], 1)
+        dp = torch.cat([self.fc_dp1(x1), self.fc_dp2(x2), self.fc_dp6(dp_up)[..., :h, :w]], 1)
+        return self.fc_edge6(edge), self.mean_shift(self.fc_dp7(dp))
+
+    def train(self, mode=True):
+        """The backbone always stays in eval mode (frozen)."""
+        super().train(mode)
+        self.resnet50.eval()
+        return self
+
+    def trainable_parameters(self):
+        """(edge branch parameters, displacement branch parameters)."""
+        edge = [p for n, p in self.named_parameters() if n.startswith('fc_edge')]
+        dp = [p for n, p in self.named_parameters() if n.startswith('fc_dp')]
+        return edge, dp
+
+
+def edge_map(model, pair, stride=4):
+    """Boundary probability of an image from [image, flipped image] (METHOD.md stage 9).
+
+    The network runs on the unpadded pair (as the reference run that made the
+    fixtures), the outputs are cropped to ceil(H/4) x ceil(W/4), and the
+    result is sigmoid(edge[0] / 2 + flip(edge[1]) / 2) of shape [1, h, w].
+    """
+    h, w = (pair.shape[2] - 1) // stride + 1, (pair.shape[3] - 1) // stride + 1
+    edge, _ = model(pair)
+    edge = edge[..., :h, :w]
+    return torch.sigmoid(edge[0] / 2 + edge[1].flip(-1) / 2)
