@@ -16,7 +16,9 @@ import time
 from misc import dist
 from misc.logutil import setup_logging
 
-STAGES = ('train_cam', 'make_cam', 'make_clims', 'eval_cam', 'cam_to_ir_label', 'eval_sem_seg')
+STAGES = ('train_cam', 'make_cam', 'make_clims', 'eval_cam', 'cam_to_ir_label', 'make_sem_seg',
+          'eval_sem_seg')
+STAGE_MODULES = {'make_sem_seg': 'step.make_sem_seg_labels'}
 
 
 def str2bool(value):
@@ -82,11 +84,19 @@ def build_parser():
     g.add_argument('--cam_out_dir', default='cams')
     g.add_argument('--ir_label_out_dir', default='ir_label')
     g.add_argument('--sem_seg_out_dir', default='sem_seg')
+    g.add_argument('--irn_weights_name', default='res50_irn.safetensors')
 
     g = p.add_argument_group('IRNet')
     g.add_argument('--conf_fg_thres', default=0.30, type=float)
     g.add_argument('--conf_bg_thres', default=0.10, type=float,
                    help='reference default 0.10 (IRNet used 0.05)')
+    g.add_argument('--beta', default=10, type=float)
+    g.add_argument('--exp_times', default=8, type=int,
+                   help='the random walk takes 2^exp_times steps')
+    g.add_argument('--sem_seg_bg_thres', default=0.20, type=float,
+                   help='reference default 0.20 (IRNet used 0.25)')
+    g.add_argument('--sem_seg_color', default=False, type=str2bool,
+                   help='also write VOC-palette pseudo masks to <sem_seg_out_dir>_color')
 
     g = p.add_argument_group('stages (run in this order)')
     for stage in STAGES:
@@ -107,7 +117,8 @@ def run_stages(args):
             continue
         start = time.time()
         log.info('=== %s', stage)
-        results[stage] = importlib.import_module('step.' + stage).run(args)
+        module = STAGE_MODULES.get(stage, 'step.' + stage)
+        results[stage] = importlib.import_module(module).run(args)
         log.info('=== %s done in %.1f s', stage, time.time() - start)
     return results
 

@@ -1,0 +1,87 @@
+"""IRNet pixel-pair indexing (METHOD.md stages 8-9).
+
+Pairs of pixels within a radius on the stride-4 grid: a set of search
+directions (dy, dx) covering a half-plane, the pixels on the path from a
+source to each destination (grouped by path length), and flat indices of
+sources, destinations and path pixels on a grid of a given size. The
+construction and every ordering follow the reference ``PathIndex``.
+"""
+import math
+
+import numpy as np
+
+
+def search_directions(radius):
+    """Offsets (dy, dx) with 0 < dy^2 + dx^2 < radius^2 in the reference half-plane order."""
+    dirs = [(0, x) for x in range(1, radius)]
+    for y in range(1, radius):
+        dirs += [(y, x) for x in range(-radius + 1, radius) if x * x + y * y < radius ** 2]
+    return dirs
+
+
+def path_to(direction):
+    """Grid cells within distance 1 of the segment (0,0)-(dy,dx), destination first."""
+    dy, dx = direction
+    length_sq = dy * dy + dx * dx
+    cells = [[y, x] for y in range(min(0, dy), max(0, dy) + 1)
+             for x in range(min(0, dx), max(0, dx) + 1)
+             if (dy * x - dx * y) ** 2 / length_sq < 1]
+    cells.sort(key=lambda c: -abs(c[0]) - abs(c[1]))
+    return cells
+
+
+def paths_by_length(radius):
+    """Paths grouped by their number of cells: list of int arrays [n_dirs_l, l, 2]."""
+    groups = {}
+    for direction in search_directions(radius):
+        path = path_to(direction)
+        groups.setdefault(len(path), []).append(path)
+    return [np.asarray(groups[length]) for length in sorted(groups)]
+
+
+class PathIndex:
+    """Path, source and destination indices of all pairs on a ``size`` grid."""
+
+    def __init__(self, radius, default_size):
+        self.radius = radius
+        self.radius_floor = int(math.ceil(radius) - 1)
+        self.search_paths = paths_by_length(radius)
+        self.search_dst = np.concatenate([p[:, 0] for p in self.search_paths], axis=0)
+        self.path_indices, self.src_indices, self.dst_indices = self.indices(default_size)
+
+    def cropped_size(self, size):
+        """Rows/columns of the sources: every destination stays inside the grid."""
+        return size[0] - self.radius_floor, size[1] - 2 * self.radius_floor
+
+    def indices(self, size):
+        """(path_indices list of [n_dirs_l, l, n_src], src [n_src], dst [n_dirs, n_src])."""
+        full = np.arange(size[0] * size[1], dtype=np.int64).reshape(size)
+        h, w = self.cropped_size(size)
+        r = self.radius_floor
+
+        def shifted(dy, dx):
+            return full[dy:dy + h, r + dx:r + dx + w].reshape(-1)
+
+        path_indices = [np.array([[shifted(dy, dx) for dy, dx in path] for path in paths])
+                        for paths in self.search_paths]
+        src = full[:h, r:r + w].reshape(-1)
+        dst = np.concatenate([p[:, 0] for p in path_indices], axis=0)
+        return path_indices, src, dst
+
+
+def affinity_labels(label, src_indices, dst_indices, n_classes=21):
+    """Pair labels from a reduced label map (255 = ignore, values >= n_classes invalid).
+
+    Returns float32 (bg_pos, fg_pos, neg) [n_dirs, n_src]: both ends background;
+    both the same foreground class; different valid labels.
+    """
+    flat = np.reshape(label, -1)
+    src = np.expand_dims(flat[src_indices], 0)
+    dst = flat[dst_indices]
+    src_valid, dst_valid = src < n_classes, dst < n_classes
+    valid = src_valid & dst_valid
+    same = src == dst
+    bg_pos = (same & (src == 0) & valid).astype(np.float32)
+    fg_pos = (same & (src != 0) & valid).astype(np.float32)
+    neg = (~same & valid).astype(np.float32)
+    return bg_pos, fg_pos, neg

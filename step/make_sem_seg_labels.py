@@ -1,0 +1,88 @@
+"""Pseudo masks by IRNet's random walk (METHOD.md stage 9).
+
+Per image: the boundary map of the image and its flip, the stride-4 CAMs
+propagated with the sparse transition matrix (:mod:`misc.random_walk`),
+upsampled x4, divided by their GLOBAL max, background padded at
+``--sem_seg_bg_thres``, argmax -> class ids. Reference behaviour kept: an
+image whose CAMs are all zero gives 0/0 = NaN and the argmax labels it with
+its first class. One grayscale PNG per image (and a VOC-palette copy with
+``--sem_seg_color True``); resumable, atomic, sharded under torchrun.
+"""
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from data import build_source
+from data.loaders import MultiScaleDataset, check_listed_images
+from misc import dist
+from misc.io import load_npz, remove_partial_files, save_png
+from misc.logutil import get_logger
+from misc.paths import cam_out_dir, in_work_space
+from misc.random_walk import propagate_to_edge
+from net.checkpoint import load_weights
+from net.resnet50_irn import IRNet, edge_map
+from voc12.devkit import voc_palette
+
+
+def random_walk_scores(cams, edge, size, beta, exp_times, bg_thres):
+    """[K + 1, H, W] scores: background threshold, then the walked maps / global max."""
+    rw = propagate_to_edge(cams, edge, beta=beta, exp_times=exp_times, radius=5)
+    rw_up = F.interpolate(rw, scale_factor=4, mode='bilinear', align_corners=False)
+    rw_up = rw_up[:, 0, :size[0], :size[1]]
+    rw_up = rw_up / torch.max(rw_up)
+    return F.pad(rw_up, (0, 0, 0, 0, 1, 0), value=bg_thres)
+
+
+def pseudo_label(cams, keys, edge, size, args):
+    """uint8 [H, W] class ids (0 background) of one image."""
+    if len(keys) == 0:
+        return np.zeros(size, np.uint8)
+    scores = random_walk_scores(cams, edge, size, args.beta, args.exp_times, args.sem_seg_bg_thres)
+    lookup = np.pad(keys + 1, (1, 0), mode='constant')
+    return lookup[torch.argmax(scores, dim=0).numpy()].astype(np.uint8)
+
+
+def run(args):
+    log = get_logger()
+    device = dist.resolve_device(args.device)
+    dist.init_distributed(device)
+    source = build_source(args)
+    ids = source.ids(args.infer_list)
+    check_listed_images(source, ids, args.infer_list)
+    cam_dir = cam_out_dir(args)
+    out_dir = in_work_space(args, args.sem_seg_out_dir)
+    color_dir = out_dir + '_color' if args.sem_seg_color else None
+    missing = [i for i in ids if not os.path.isfile(os.path.join(cam_dir, i + '.npz'))]
+    if missing:
+        raise FileNotFoundError('%d CAM files of %s are missing in %s (first: %s.npz); run '
+                                'make_cam / make_clims first'
+                                % (len(missing), args.infer_list, cam_dir, missing[0]))
+    model = load_weights(IRNet(), in_work_space(args, args.irn_weights_name)).to(device).eval()
+    os.makedirs(out_dir, exist_ok=True)
+    if dist.is_main_process():
+        remove_partial_files(out_dir)
+    dist.barrier()
+    todo = [i for i in ids if not os.path.isfile(os.path.join(out_dir, i + '.png'))]
+    shard = todo[dist.rank()::dist.world_size()]
+    log.info('make_sem_seg: %d images, %d done, %d in this process -> %s (beta %g, exp_times %d, '
+             'bg %.2f)', len(ids), len(ids) - len(todo), len(shard), out_dir, args.beta,
+             args.exp_times, args.sem_seg_bg_thres)
+    loader = DataLoader(MultiScaleDataset(source, shard, (1.0,)), batch_size=1, shuffle=False,
+                        num_workers=args.num_workers)
+    palette = voc_palette()
+    with torch.no_grad():
+        for pack in tqdm(loader, desc='make_sem_seg', disable=not dist.is_main_process(),
+                         dynamic_ncols=True):
+            image_id = pack['name'][0]
+            size = (int(pack['size'][0]), int(pack['size'][1]))
+            edge = edge_map(model, pack['img'][0][0].to(device)).cpu()
+            cams = load_npz(os.path.join(cam_dir, image_id + '.npz'), required=('keys', 'cam'))
+            label = pseudo_label(torch.from_numpy(cams['cam']), cams['keys'], edge, size, args)
+            if color_dir:
+                save_png(os.path.join(color_dir, image_id + '.png'), label, palette)
+            save_png(os.path.join(out_dir, image_id + '.png'), label)
+    dist.barrier()

@@ -1,0 +1,141 @@
+"""Random walk (sparse) and make_sem_seg against the reference fixtures."""
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import run_sample
+from conftest import REF, VOC_MINI, run_sample_cmd
+from misc.path_index import PathIndex, affinity_labels
+from misc.random_walk import padded_path_affinity, propagate_to_edge, sparse_affinity, \
+    transition_matrix
+from step.make_sem_seg_labels import random_walk_scores
+
+IDS = ['2007_001442', '2008_003119', '2009_005118', '2011_009486', '2011_009504', '2012_004233']
+
+
+@pytest.mark.parametrize('case', [0, 1])
+def test_path_index_matches_reference(case):
+    ref = np.load(REF / 'path_index.npz')
+    radius, h, w, radius_floor = ref['case%d_radius_size' % case]
+    index = PathIndex(int(radius), (int(h), int(w)))
+    assert index.radius_floor == radius_floor
+    np.testing.assert_array_equal(index.src_indices, ref['case%d_src_indices' % case])
+    np.testing.assert_array_equal(index.dst_indices, ref['case%d_dst_indices' % case])
+    np.testing.assert_array_equal(index.search_dst, ref['case%d_search_dst' % case])
+    assert len(index.path_indices) == int(ref['case%d_n_path_lengths' % case])
+    for k, indices in enumerate(index.path_indices):
+        np.testing.assert_array_equal(indices, ref['case%d_path_indices%d' % (case, k)])
+        np.testing.assert_array_equal(index.search_paths[k], ref['case%d_search_paths%d' % (case, k)])
+
+
+def test_affinity_labels_match_reference():
+    ref = np.load(REF / 'path_index.npz')
+    radius, h, w, _ = ref['case%d_radius_size' % int(ref['aff_case'])]
+    index = PathIndex(int(radius), (int(h), int(w)))
+    ours = affinity_labels(ref['aff_label_map'], index.src_indices, index.dst_indices)
+    for array, key in zip(ours, ('aff_bg_pos', 'aff_fg_pos', 'aff_neg')):
+        assert array.dtype == np.float32
+        np.testing.assert_array_equal(array, ref[key])
+
+
+def test_affinity_and_transition_intermediates():
+    ref = np.load(REF / 'random_walk.npz')
+    edge = torch.from_numpy(ref['case0_edge'])
+    _, _, aff = padded_path_affinity(edge, 5)
+    np.testing.assert_array_equal(aff.numpy(), ref['case0_sparse_aff'].reshape(aff.shape))
+    dense = sparse_affinity(edge, 5)
+    np.testing.assert_array_equal(dense.to_dense().numpy(), ref['case0_dense_aff'])
+    trans = transition_matrix(dense.double(), 10).to_dense()
+    squared = trans
+    for _ in range(int(ref['case0_params'][5])):
+        squared = squared @ squared
+    np.testing.assert_allclose(squared.numpy(), ref['case0_trans_mat'], rtol=1e-3,
+                               atol=1e-4 * np.abs(ref['case0_trans_mat']).max())
+
+
+@pytest.mark.parametrize('case', range(7))
+def test_sparse_random_walk_matches_reference(case):
+    ref = np.load(REF / 'random_walk.npz')
+    _, _, _, radius, beta, exp_times = ref['case%d_params' % case]
+    rw = propagate_to_edge(torch.from_numpy(ref['case%d_cams' % case]),
+                           torch.from_numpy(ref['case%d_edge' % case]), beta=float(beta),
+                           exp_times=int(exp_times), radius=int(radius)).numpy()
+    expected = ref['case%d_rw' % case]
+    assert rw.shape == expected.shape and rw.dtype == np.float32
+    scale = np.abs(expected).max()
+    np.testing.assert_allclose(rw, expected, rtol=0, atol=max(1e-3 * scale, 1e-4))
+    exact = ref['case%d_rw_float64' % case]
+    assert np.abs(rw - exact).max() <= 1e-6 * np.abs(exact).max()
+
+
+def test_transition_matrix_is_sparse_and_linear_in_pixels():
+    for h, w in ((16, 16), (32, 64)):
+        aff = sparse_affinity(torch.rand(1, h, w), 5)
+        assert aff.is_sparse and aff._nnz() <= h * w * (2 * 34 + 1)
+
+
+@pytest.mark.parametrize('image_id', IDS)
+def test_random_walk_scores_match_reference(image_id):
+    ref = np.load(REF / 'rw' / (image_id + '.npz'))
+    rw = propagate_to_edge(torch.from_numpy(ref['cam']), torch.from_numpy(ref['edge']))
+    np.testing.assert_allclose(rw.numpy(), ref['rw'], rtol=0,
+                               atol=max(1e-3 * np.abs(ref['rw']).max(), 1e-4))
+    size = ref['rw_up'].shape[1:]
+    scores = random_walk_scores(torch.from_numpy(ref['cam']), torch.from_numpy(ref['edge']),
+                                size, 10, 8, 0.25)
+    np.testing.assert_allclose(scores[1:].numpy(), ref['rw_up'], atol=2e-4, rtol=0)
+
+
+def sem_seg_args(work_space, weights, *extra):
+    return ['--voc12_root', str(VOC_MINI), '--work_space', str(work_space), '--device', 'cpu',
+            '--num_workers', '0', '--infer_list', 'trainval', '--irn_weights_name', str(weights),
+            '--sem_seg_bg_thres', '0.25', '--make_sem_seg_pass', 'True'] + list(extra)
+
+
+def test_make_sem_seg_reproduces_reference_pngs(tmp_path, irn_reference_weights):
+    shutil.copytree(REF / 'cams', tmp_path / 'cams')
+    run_sample.main(sem_seg_args(tmp_path, irn_reference_weights, '--sem_seg_color', 'True'))
+    total = agree = 0
+    for image_id in IDS:
+        ours = Image.open(tmp_path / 'sem_seg' / (image_id + '.png'))
+        ref = np.asarray(Image.open(REF / 'sem_seg' / (image_id + '.png')))
+        assert ours.mode == 'L'
+        total += ref.size
+        agree += int((np.asarray(ours) == ref).sum())
+        color = Image.open(tmp_path / 'sem_seg_color' / (image_id + '.png'))
+        assert color.mode == 'P'
+        np.testing.assert_array_equal(np.asarray(color), np.asarray(ours))
+    assert agree / total >= 0.999
+    # the all-zero-CAM image is labelled with its first class (NaN argmax, as the reference)
+    assert set(np.unique(np.asarray(Image.open(tmp_path / 'sem_seg' / '2011_009504.png')))) == {15}
+
+
+def test_killed_make_sem_seg_resumes_to_identical_pngs(tmp_path, irn_reference_weights):
+    full, killed = tmp_path / 'full', tmp_path / 'killed'
+    for ws in (full, killed):
+        shutil.copytree(REF / 'cams', ws / 'cams')
+    subprocess.run(run_sample_cmd(*sem_seg_args(full, irn_reference_weights)), check=True,
+                   capture_output=True)
+    proc = subprocess.Popen(run_sample_cmd(*sem_seg_args(killed, irn_reference_weights)),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    out = killed / 'sem_seg'
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if out.is_dir() and any(n.endswith('.png') for n in os.listdir(out)):
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert len([n for n in os.listdir(out) if n.endswith('.png')]) < len(IDS)
+    subprocess.run(run_sample_cmd(*sem_seg_args(killed, irn_reference_weights)), check=True,
+                   capture_output=True)
+    assert sorted(os.listdir(out)) == sorted(os.listdir(full / 'sem_seg'))
+    for name in os.listdir(out):
+        assert (out / name).read_bytes() == (full / 'sem_seg' / name).read_bytes()
