@@ -16,8 +16,8 @@ import time
 from misc import dist
 from misc.logutil import setup_logging
 
-STAGES = ('train_cam', 'make_cam', 'make_clims', 'eval_cam', 'cam_to_ir_label', 'make_sem_seg',
-          'eval_sem_seg')
+STAGES = ('train_cam', 'make_cam', 'make_clims', 'eval_cam', 'cam_to_ir_label', 'train_irn',
+          'make_sem_seg', 'eval_sem_seg')
 STAGE_MODULES = {'make_sem_seg': 'step.make_sem_seg_labels'}
 
 
@@ -90,6 +90,17 @@ def build_parser():
     g.add_argument('--conf_fg_thres', default=0.30, type=float)
     g.add_argument('--conf_bg_thres', default=0.10, type=float,
                    help='reference default 0.10 (IRNet used 0.05)')
+    g.add_argument('--irn_backbone_weights', default=None,
+                   help='initialise the IRNet backbone from a CAM checkpoint instead of '
+                        '--imagenet_weights')
+    g.add_argument('--irn_crop_size', default=512, type=int)
+    g.add_argument('--irn_batch_size', default=32, type=int, help='global batch')
+    g.add_argument('--irn_num_epoches', default=3, type=int)
+    g.add_argument('--irn_learning_rate', default=0.1, type=float)
+    g.add_argument('--irn_weight_decay', default=1e-4, type=float)
+    g.add_argument('--irn_rescale', default=(0.5, 1.0), type=float_tuple,
+                   help='random rescale range; the reference passes (0.5, 1.0, 1.5) and '
+                        'uses its first two values')
     g.add_argument('--beta', default=10, type=float)
     g.add_argument('--exp_times', default=8, type=int,
                    help='the random walk takes 2^exp_times steps')

@@ -10,6 +10,8 @@ import torch
 from torch.utils.data import Dataset
 
 from misc import imutils
+from misc.io import read_label_png
+from misc.path_index import affinity_labels
 
 
 def check_listed_images(source, ids, list_name):
@@ -92,3 +94,44 @@ class MultiScaleDataset(Dataset):
         img = self.source.read_image(image_id)
         return {'name': image_id, 'img': multiscale_inputs(img, self.scales),
                 'size': img.shape[:2], 'label': torch.from_numpy(self.source.image_labels(image_id))}
+
+
+class AffinityDataset(Dataset):
+    """IRNet training pairs (METHOD.md stage 8): image, confident-region labels
+    reduced by 4 (nearest) and the pair labels of ``path_index``.
+
+    Augmentation as the reference: random rescale (image bicubic, label
+    nearest), normalisation, joint flip, joint random crop (fill 0 / 255).
+    """
+
+    def __init__(self, source, ids, label_dir, crop_size, path_index, rescale=(0.5, 1.0),
+                 hor_flip=True):
+        self.source = source
+        self.ids = list(ids)
+        self.label_dir = label_dir
+        self.crop_size = crop_size
+        self.path_index = path_index
+        self.rescale = rescale
+        self.hor_flip = hor_flip
+
+    def __len__(self):
+        return len(self.ids)
+
+    def __getitem__(self, idx):
+        image_id = self.ids[idx]
+        img = self.source.read_image(image_id)
+        label = read_label_png(os.path.join(self.label_dir, image_id + '.png'))
+        if self.rescale:
+            img, label = imutils.random_scale_pair(img, label, self.rescale)
+        img = imutils.imagenet_normalize(img)
+        if self.hor_flip:
+            img, label = imutils.random_lr_flip_pair(img, label)
+        img, label = imutils.random_crop_pair(img, label, self.crop_size)
+        reduced = imutils.pil_rescale(np.ascontiguousarray(label), 0.25, 0)
+        bg_pos, fg_pos, neg = affinity_labels(reduced, self.path_index.src_indices,
+                                              self.path_index.dst_indices)
+        return {'name': image_id,
+                'img': torch.from_numpy(np.ascontiguousarray(imutils.hwc_to_chw(img))),
+                'aff_bg_pos_label': torch.from_numpy(bg_pos),
+                'aff_fg_pos_label': torch.from_numpy(fg_pos),
+                'aff_neg_label': torch.from_numpy(neg)}

@@ -70,21 +70,45 @@ def random_crop_box(imgsize, cropsize):
             img_top, img_top + ch, img_left, img_left + cw)
 
 
-def random_crop(img, cropsize, fill):
-    """Random ``cropsize`` x ``cropsize`` crop, padded with ``fill``."""
-    box = random_crop_box(img.shape[:2], cropsize)
+def crop_into(img, box, cropsize, fill):
+    """Place the ``box`` window of ``img`` in a ``cropsize`` container filled with ``fill``."""
     cont = np.full((cropsize, cropsize) + img.shape[2:], fill, img.dtype)
     cont[box[0]:box[1], box[2]:box[3]] = img[box[4]:box[5], box[6]:box[7]]
     return cont
 
 
+def random_crop(img, cropsize, fill):
+    """Random ``cropsize`` x ``cropsize`` crop, padded with ``fill``."""
+    return crop_into(img, random_crop_box(img.shape[:2], cropsize), cropsize, fill)
+
+
+def random_crop_pair(img, label, cropsize, fills=(0, 255)):
+    """The same random crop of an image and its label map."""
+    box = random_crop_box(img.shape[:2], cropsize)
+    return crop_into(img, box, cropsize, fills[0]), crop_into(label, box, cropsize, fills[1])
+
+
+def random_scale_pair(img, label, scale_range):
+    """Rescale image (bicubic) and label (nearest) by one factor uniform in the range.
+
+    Only the first two values of ``scale_range`` are used, as in the
+    reference (IRNet passes (0.5, 1.0, 1.5), i.e. scales in [0.5, 1.0]).
+    """
+    scale = scale_range[0] + random.random() * (scale_range[1] - scale_range[0])
+    return pil_rescale(img, scale, 3), pil_rescale(label, scale, 0)
+
+
+def random_lr_flip_pair(img, label):
+    """Flip image and label together with probability 1/2."""
+    if bool(random.getrandbits(1)):
+        return np.fliplr(img), np.fliplr(label)
+    return img, label
+
+
 def top_left_crop(img, cropsize, fill):
     """Deterministic crop anchored at the top-left corner, padded with ``fill``."""
-    h, w = img.shape[:2]
-    ch, cw = min(cropsize, h), min(cropsize, w)
-    cont = np.full((cropsize, cropsize) + img.shape[2:], fill, img.dtype)
-    cont[:ch, :cw] = img[:ch, :cw]
-    return cont
+    ch, cw = min(cropsize, img.shape[0]), min(cropsize, img.shape[1])
+    return crop_into(img, (0, ch, 0, cw, 0, ch, 0, cw), cropsize, fill)
 
 
 def imagenet_normalize(img):

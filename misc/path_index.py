@@ -55,8 +55,13 @@ class PathIndex:
 
     def indices(self, size):
         """(path_indices list of [n_dirs_l, l, n_src], src [n_src], dst [n_dirs, n_src])."""
-        full = np.arange(size[0] * size[1], dtype=np.int64).reshape(size)
         h, w = self.cropped_size(size)
+        if h <= 0 or w <= 0:
+            raise ValueError('a %dx%d grid is too small for pairs within radius %s (needs more '
+                             'than %d columns): use a larger crop' % (size[0], size[1],
+                                                                      self.radius,
+                                                                      2 * self.radius_floor))
+        full = np.arange(size[0] * size[1], dtype=np.int64).reshape(size)
         r = self.radius_floor
 
         def shifted(dy, dx):

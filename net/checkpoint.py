@@ -68,6 +68,19 @@ def load_weights(model, path):
     return model
 
 
+def load_backbone(resnet, path, prefix='resnet50.'):
+    """Load the ``resnet50.*`` tensors of a CAM/IRNet checkpoint into a bare ResNet-50."""
+    state = canonical_state_dict(read_state_dict(path))
+    backbone = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    expected = resnet.state_dict()
+    missing = sorted(k for k in expected if k not in backbone)
+    if missing:
+        raise ValueError('%s has no ResNet-50 backbone under %r: %d missing keys, first %s'
+                         % (path, prefix, len(missing), missing[:3]))
+    resnet.load_state_dict({k: backbone[k] for k in expected}, strict=True)
+    return resnet
+
+
 def save_weights(model, path):
     """Atomically write the model's state dict as safetensors."""
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}

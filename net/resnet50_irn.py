@@ -107,3 +107,62 @@ def edge_map(model, pair, stride=4):
     edge, _ = model(pair)
     edge = edge[..., :h, :w]
     return torch.sigmoid(edge[0] / 2 + edge[1].flip(-1) / 2)
+
+
+class IRNetLoss(nn.Module):
+    """Per-pair loss maps of IRNet training (METHOD.md stage 8, reference
+    ``AffinityDisplacementLoss``) on the ``path_index`` of the crop grid.
+
+    forward(x) -> (pos_aff_loss, neg_aff_loss [N, n_dirs, n_src],
+    dp_fg_loss, dp_bg_loss [N, 2, n_dirs, n_src]).
+    """
+
+    def __init__(self, irnet, path_index):
+        super().__init__()
+        self.irnet = irnet
+        self.path_index = path_index
+        for i, indices in enumerate(path_index.path_indices):
+            self.register_buffer('path_indices%d' % i, torch.from_numpy(indices), persistent=False)
+        target = torch.from_numpy(path_index.search_dst).t().float()[None, :, :, None]
+        self.register_buffer('disp_target', target, persistent=False)
+
+    def to_affinity(self, edge):
+        """1 - max boundary probability on each pair's path: [N, n_dirs, n_src]."""
+        flat = edge.reshape(edge.shape[0], -1)
+        groups = []
+        for i in range(len(self.path_index.path_indices)):
+            ind = getattr(self, 'path_indices%d' % i)
+            dist = flat[:, ind.reshape(-1)].reshape(flat.shape[0], *ind.shape)
+            groups.append(1 - dist.max(dim=2).values)
+        return torch.cat(groups, dim=1)
+
+    def to_pair_displacement(self, disp):
+        """Displacement of each source minus that of each destination: [N, 2, n_dirs, n_src]."""
+        r = self.path_index.radius_floor
+        h, w = disp.shape[2] - r, disp.shape[3] - 2 * r
+        src = disp[:, :, :h, r:r + w]
+        dst = torch.stack([disp[:, :, dy:dy + h, r + dx:r + dx + w]
+                           for dy, dx in self.path_index.search_dst], 2)
+        pair = src.unsqueeze(2) - dst
+        return pair.reshape(pair.shape[0], pair.shape[1], pair.shape[2], -1)
+
+    def forward(self, x):
+        edge, dp = self.irnet(x)
+        aff = self.to_affinity(torch.sigmoid(edge))
+        pair = self.to_pair_displacement(dp)
+        return (-torch.log(aff + 1e-5), -torch.log(1. + 1e-5 - aff),
+                torch.abs(pair - self.disp_target), torch.abs(pair))
+
+
+def irn_total_loss(losses, bg_pos, fg_pos, neg):
+    """``(pos + neg) / 2 + (dp_fg + dp_bg) / 2`` with the reference's label-weighted means."""
+    pos_aff, neg_aff, dp_fg, dp_bg = losses
+    bg_pos_loss = (bg_pos * pos_aff).sum() / (bg_pos.sum() + 1e-5)
+    fg_pos_loss = (fg_pos * pos_aff).sum() / (fg_pos.sum() + 1e-5)
+    neg_loss = (neg * neg_aff).sum() / (neg.sum() + 1e-5)
+    dp_fg_loss = (dp_fg * fg_pos.unsqueeze(1)).sum() / (2 * fg_pos.sum() + 1e-5)
+    dp_bg_loss = (dp_bg * bg_pos.unsqueeze(1)).sum() / (2 * bg_pos.sum() + 1e-5)
+    terms = {'pos': bg_pos_loss / 2 + fg_pos_loss / 2, 'neg': neg_loss,
+             'dp_fg': dp_fg_loss, 'dp_bg': dp_bg_loss}
+    terms['loss'] = (terms['pos'] + neg_loss) / 2 + (dp_fg_loss + dp_bg_loss) / 2
+    return terms

@@ -1,0 +1,115 @@
+"""IRNet training (METHOD.md stage 8).
+
+The frozen ResNet-50 of IRNet starts, as in the reference, from ImageNet
+weights (``--imagenet_weights``), or from the backbone of a CAM-network
+checkpoint (``--irn_backbone_weights``, e.g. res50_cam.pth); the edge and
+displacement branches learn from the confident regions of
+``cam_to_ir_label``. After training the mean displacement over
+``--infer_list`` is stored in ``mean_shift``. A resumable state is saved
+after every epoch; DDP under torchrun.
+"""
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from data import build_source
+from data.loaders import AffinityDataset, ClassificationDataset, check_listed_images
+from misc import dist
+from misc.logutil import get_logger
+from misc.path_index import PathIndex
+from misc.paths import in_work_space, train_state_path
+from misc.torchutils import reference_poly_sgd
+from misc.training import (autocast_context, epoch_loader, load_train_state, per_rank_batch,
+                           save_train_state)
+from net.checkpoint import load_backbone, save_weights
+from net.resnet50 import load_imagenet_weights
+from net.resnet50_irn import IRNet, IRNetLoss, irn_total_loss
+
+
+def build_irnet(args):
+    irnet = IRNet()
+    if args.irn_backbone_weights:
+        load_backbone(irnet.resnet50, in_work_space(args, args.irn_backbone_weights))
+    elif args.imagenet_weights:
+        load_imagenet_weights(irnet.resnet50, args.imagenet_weights)
+    else:
+        get_logger().warning('WARNING: no --imagenet_weights given: the frozen IRNet backbone '
+                             'is random (fine for the demo and tests, not for the paper)')
+    return irnet
+
+
+def estimate_mean_shift(irnet, source, args, device):
+    """Mean displacement over the inference images (top-left crops), as the reference."""
+    dataset = ClassificationDataset(source, source.ids(args.infer_list),
+                                    crop_size=args.irn_crop_size, crop_method='top_left')
+    batch = min(args.irn_batch_size, len(dataset))
+    loader = DataLoader(dataset, batch_size=batch, shuffle=False, drop_last=True,
+                        num_workers=args.num_workers)
+    irnet.eval()
+    means = []
+    with torch.no_grad():
+        for pack in loader:
+            _, dp = irnet(pack['img'].to(device))
+            means.append(dp.mean(dim=(0, 2, 3)).cpu())
+    irnet.mean_shift.running_mean.copy_(torch.stack(means).mean(0))
+
+
+def run(args):
+    log = get_logger()
+    device = dist.resolve_device(args.device)
+    dist.init_distributed(device)
+    torch.manual_seed(args.seed)
+    source = build_source(args)
+    ids = source.ids(args.train_list)
+    check_listed_images(source, ids, args.train_list)
+    path_index = PathIndex(radius=10, default_size=(args.irn_crop_size // 4,
+                                                     args.irn_crop_size // 4))
+    dataset = AffinityDataset(source, ids, in_work_space(args, args.ir_label_out_dir),
+                              args.irn_crop_size, path_index, rescale=args.irn_rescale)
+    batch = per_rank_batch(args.irn_batch_size, '--irn_batch_size')
+    steps_per_epoch = len(epoch_loader(dataset, batch, args, 0, True, True))
+    if steps_per_epoch == 0:
+        raise ValueError('%s has %d images, fewer than one batch of %d'
+                         % (args.train_list, len(dataset), args.irn_batch_size))
+    irnet = build_irnet(args)
+    model = IRNetLoss(irnet, path_index).to(device)
+    edge_params, dp_params = irnet.trainable_parameters()
+    optimizer, scheduler = reference_poly_sgd(
+        [{'params': edge_params, 'lr': args.irn_learning_rate},
+         {'params': dp_params, 'lr': args.irn_learning_rate}],
+        args.irn_weight_decay, steps_per_epoch * args.irn_num_epoches,
+        fix_momentum_quirk=args.fix_momentum_quirk)
+    weights_path = in_work_space(args, args.irn_weights_name)
+    state_path = train_state_path(weights_path)
+    start_epoch = load_train_state(state_path, irnet, optimizer, scheduler, device)
+    if start_epoch:
+        log.info('train_irn: resuming after epoch %d from %s', start_epoch, state_path)
+    net = DistributedDataParallel(model) if dist.world_size() > 1 else model
+    log.info('train_irn: %d images, %d steps/epoch x %d epochs, batch %d (%d per process)',
+             len(dataset), steps_per_epoch, args.irn_num_epoches, args.irn_batch_size, batch)
+    net.train()
+    for epoch in range(start_epoch, args.irn_num_epoches):
+        bar = tqdm(epoch_loader(dataset, batch, args, epoch, True, True),
+                   desc='train_irn %d/%d' % (epoch + 1, args.irn_num_epoches),
+                   disable=not dist.is_main_process(), dynamic_ncols=True)
+        for pack in bar:
+            with autocast_context(device, args.amp):
+                losses = [t.float() for t in net(pack['img'].to(device, non_blocking=True))]
+            terms = irn_total_loss(losses, *(pack[k].to(device) for k in (
+                'aff_bg_pos_label', 'aff_fg_pos_label', 'aff_neg_label')))
+            optimizer.zero_grad()
+            terms['loss'].backward()
+            optimizer.step()
+            scheduler.step()
+            bar.set_postfix({k: '%.4f' % v.item() for k, v in terms.items()})
+        log.info('train_irn epoch %d: %s', epoch + 1,
+                 ', '.join('%s %.4f' % (k, v.item()) for k, v in terms.items()))
+        if dist.is_main_process():
+            save_train_state(state_path, irnet, optimizer, scheduler, epoch + 1)
+        dist.barrier()
+    if dist.is_main_process():
+        estimate_mean_shift(irnet, source, args, device)
+        save_weights(irnet, weights_path)
+        log.info('train_irn: weights -> %s', weights_path)
+    dist.barrier()
