@@ -1,10 +1,12 @@
 """The demo: synthetic VOC-layout data -> baseline CAM training -> CAMs ->
+evaluation -> IRNet (confident regions, training, random walk) -> pseudo-mask
 evaluation, on CPU in a few minutes (``./demo.sh`` sets up and runs this).
 
-    python run_demo.py [--out demo_out] [--epochs 6] [--device auto]
+    python run_demo.py [--out demo_out] [--epochs 30] [--device auto]
 
-Prints the per-class IoU table, where the outputs are, and writes CAM
-panels (image | CAM overlay | CAM labels | GT) to ``<out>/overlays``.
+Prints the per-class IoU tables, where the outputs are, and writes panels
+(image | CAM overlay | CAM labels | GT) to ``<out>/overlays`` and
+(image | pseudo mask | GT) to ``<out>/overlays_sem_seg``.
 """
 import argparse
 import os
@@ -15,10 +17,10 @@ import torch
 from data import build_source
 from misc.logutil import get_logger
 from misc.paths import cam_out_dir
-from misc.report import iou_table
+from misc.report import comparison_table
 from run_sample import build_parser, run_stages
 from tools.make_demo_voc import generate_demo_voc
-from tools.visualize import write_cam_panels
+from tools.visualize import write_cam_panels, write_label_panels
 
 
 def demo_arguments(out, voc_root, opts):
@@ -33,8 +35,33 @@ def demo_arguments(out, voc_root, opts):
         '--cam_resize_long', '%d,%d' % (opts.crop * 3 // 4, opts.crop * 5 // 4),
         '--cam_scales', '1.0,0.5,1.5',
         '--eval_cam_best', 'True',
+        '--irn_backbone_weights', 'res50_cam.safetensors', '--irn_crop_size', str(opts.crop),
+        '--irn_batch_size', '8', '--irn_num_epoches', str(opts.irn_epochs),
+        '--sem_seg_color', 'True',
         '--train_cam_pass', 'True', '--make_cam_pass', 'True', '--eval_cam_pass', 'True',
+        '--cam_to_ir_label_pass', 'True', '--train_irn_pass', 'True',
+        '--make_sem_seg_pass', 'True', '--eval_sem_seg_pass', 'True',
     ])
+
+
+def report(source, args, results, voc_root, panels):
+    """Print the CAM / pseudo-mask IoU table and where the outputs are."""
+    cam, sem = results['eval_cam'], results['eval_sem_seg']
+    log = get_logger()
+    log.info('\nDemo results on the synthetic train split (%d images):\n%s\n'
+             'CAM threshold %.2f; best CAM threshold %.2f gives %.2f%%',
+             cam['n_images'],
+             comparison_table(source.label_names, [('CAM', cam['iou'], cam['miou']),
+                                                   ('pseudo mask', sem['iou'], sem['miou'])]),
+             cam['threshold'], cam['best']['threshold'], 100 * cam['best']['miou'])
+    ws = args.work_space
+    log.info('Outputs:\n  dataset        %s\n  CAM weights    %s\n  CAMs           %s\n'
+             '  IRNet weights  %s\n  pseudo masks   %s (+ _color)\n  evaluations    %s, %s\n'
+             '  log            %s\n  panels         %s',
+             voc_root, os.path.join(ws, args.cam_weights_name), cam_out_dir(args),
+             os.path.join(ws, args.irn_weights_name), os.path.join(ws, args.sem_seg_out_dir),
+             os.path.join(ws, 'eval_cam.json'), os.path.join(ws, 'eval_sem_seg.json'),
+             os.path.join(ws, args.log_name + '.log'), '\n                 '.join(panels))
 
 
 def main(argv=None):
@@ -45,6 +72,7 @@ def main(argv=None):
     p.add_argument('--max_classes', type=int, default=6)
     p.add_argument('--epochs', type=int, default=30)
     p.add_argument('--crop', type=int, default=128)
+    p.add_argument('--irn_epochs', type=int, default=20)
     p.add_argument('--lr', type=float, default=0.1)
     p.add_argument('--device', default='auto')
     p.add_argument('--num_workers', type=int, default=0)
@@ -58,19 +86,11 @@ def main(argv=None):
     source = build_source(args)
     panels = write_cam_panels(source, source.ids('train')[:4], cam_out_dir(args),
                               os.path.join(opts.out, 'overlays'), args.cam_eval_thres)
-    ev = results['eval_cam']
-    log = get_logger()
-    log.info('\nDemo CAM evaluation on the synthetic train split (%d images), threshold %.2f:\n%s\n'
-             'best threshold %.2f: mIoU %.2f%%',
-             ev['n_images'], ev['threshold'],
-             iou_table(source.label_names, ev['iou'], ev['miou'], 'CAM mIoU', skip_absent=True),
-             ev['best']['threshold'], 100 * ev['best']['miou'])
-    log.info('Outputs:\n  dataset      %s\n  weights      %s\n  CAMs         %s\n'
-             '  evaluation   %s\n  log          %s\n  CAM panels   %s (image | CAM | labels | GT)',
-             data['root'], os.path.join(args.work_space, args.cam_weights_name), cam_out_dir(args),
-             os.path.join(args.work_space, 'eval_cam.json'),
-             os.path.join(args.work_space, args.log_name + '.log'), ', '.join(panels))
-    log.info('Demo finished in %.0f s', time.time() - start)
+    seg_panels = write_label_panels(source, source.ids('train')[:4],
+                                    os.path.join(args.work_space, args.sem_seg_out_dir),
+                                    os.path.join(opts.out, 'overlays_sem_seg'))
+    report(source, args, results, data['root'], panels + seg_panels)
+    get_logger().info('Demo finished in %.0f s', time.time() - start)
 
 
 if __name__ == '__main__':

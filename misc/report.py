@@ -20,3 +20,23 @@ def iou_table(label_names, iou, miou, title='mIoU', skip_absent=False):
         lines.append('%-*s %7s' % (width, name, shown))
     lines.append('%-*s %7.2f' % (width, title, 100 * miou))
     return '\n'.join(lines)
+
+
+def comparison_table(label_names, columns, skip_absent=True):
+    """Per-class IoU (%) of several results side by side, with an mIoU row.
+
+    ``columns``: list of (title, iou list, miou). A class is left out when
+    ``skip_absent`` and it is absent from every column.
+    """
+    width = max(len(n) for n in label_names) + 2
+    col = max(10, max(len(title) for title, _, _ in columns) + 2)
+    lines = ['%-*s' % (width, 'class') + ''.join('%*s' % (col, t) for t, _, _ in columns)]
+    for k, name in enumerate(label_names):
+        values = [iou[k] for _, iou, _ in columns]
+        if skip_absent and all(is_absent(v) for v in values):
+            continue
+        lines.append('%-*s' % (width, name) + ''.join(
+            '%*s' % (col, '-' if is_absent(v) else '%.2f' % (100 * v)) for v in values))
+    lines.append('%-*s' % (width, 'mIoU') + ''.join('%*.2f' % (col, 100 * m)
+                                                    for _, _, m in columns))
+    return '\n'.join(lines)

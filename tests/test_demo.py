@@ -3,18 +3,22 @@ import json
 import math
 
 import run_demo
-from misc.report import iou_table
+from misc.report import comparison_table, iou_table
 
 
 def test_demo_runs_end_to_end(tmp_path, capsys):
-    run_demo.main(['--out', str(tmp_path), '--n_images', '15', '--epochs', '1', '--crop', '64',
-                   '--device', 'cpu'])
+    run_demo.main(['--out', str(tmp_path), '--n_images', '15', '--epochs', '1', '--crop', '96',
+                   '--irn_epochs', '1', '--device', 'cpu'])
     out = capsys.readouterr().out
-    assert 'CAM mIoU' in out and 'Demo finished' in out
-    result = json.loads((tmp_path / 'work_space' / 'eval_cam.json').read_text())
+    assert 'pseudo mask' in out and 'Demo finished' in out
+    ws = tmp_path / 'work_space'
+    result = json.loads((ws / 'eval_cam.json').read_text())
     assert 0.0 <= result['miou'] <= 1.0 and len(result['sweep']) == 55
-    panels = sorted((tmp_path / 'overlays').glob('*.png'))
-    assert len(panels) == 4
+    sem = json.loads((ws / 'eval_sem_seg.json').read_text())
+    assert 0.0 <= sem['miou'] <= 1.0
+    assert len(list((ws / 'sem_seg_color').glob('*.png'))) == sem['n_images']
+    assert len(sorted((tmp_path / 'overlays').glob('*.png'))) == 4
+    assert len(sorted((tmp_path / 'overlays_sem_seg').glob('*.png'))) == 4
 
 
 def test_iou_table_marks_and_skips_absent_classes():
@@ -22,3 +26,11 @@ def test_iou_table_marks_and_skips_absent_classes():
     assert '-' in table.splitlines()[2] and '37.50' in table.splitlines()[-1]
     short = iou_table(['background', 'cat', 'dog'], [0.5, None, 0.25], 0.375, skip_absent=True)
     assert 'cat' not in short and 'dog' in short
+
+
+def test_comparison_table_rows():
+    columns = [('CAM', [0.5, None, 0.25], 0.375), ('pseudo mask', [0.6, None, 0.2], 0.4)]
+    table = comparison_table(['background', 'cat', 'dog'], columns)
+    lines = table.splitlines()
+    assert 'pseudo mask' in lines[0] and len(lines) == 4
+    assert lines[-1].split() == ['mIoU', '37.50', '40.00']

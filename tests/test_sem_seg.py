@@ -1,8 +1,10 @@
 """Random walk (sparse) and make_sem_seg against the reference fixtures."""
+import json
 import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import numpy as np
@@ -11,7 +13,7 @@ import torch
 from PIL import Image
 
 import run_sample
-from conftest import REF, VOC_MINI, run_sample_cmd
+from conftest import REF, REPO, VOC_MINI, run_sample_cmd
 from misc.path_index import PathIndex, affinity_labels
 from misc.random_walk import padded_path_affinity, propagate_to_edge, sparse_affinity, \
     transition_matrix
@@ -139,3 +141,20 @@ def test_killed_make_sem_seg_resumes_to_identical_pngs(tmp_path, irn_reference_w
     assert sorted(os.listdir(out)) == sorted(os.listdir(full / 'sem_seg'))
     for name in os.listdir(out):
         assert (out / name).read_bytes() == (full / 'sem_seg' / name).read_bytes()
+
+
+def test_run_voc12_sem_seg_script(tmp_path):
+    shutil.copytree(REF / 'cams', tmp_path / 'cams')
+    env = dict(os.environ, VOC12_ROOT=str(VOC_MINI), WORK_SPACE=str(tmp_path),
+               PYTHON=sys.executable, NUM_WORKERS='0', TRAIN_LIST='trainval',
+               EVAL_SET='trainval', IRN_CROP_SIZE='96', IRN_BATCH_SIZE='2', IRN_NUM_EPOCHES='1',
+               OMP_NUM_THREADS='2')
+    subprocess.run(['bash', str(REPO / 'run_voc12_sem_seg.sh')], env=env, check=True,
+                   capture_output=True)
+    for name in IDS:
+        ours = np.asarray(Image.open(tmp_path / 'ir_label' / (name + '.png')))
+        np.testing.assert_array_equal(
+            ours, np.asarray(Image.open(REF / 'ir_label_default' / (name + '.png'))))
+    result = json.loads((tmp_path / 'eval_sem_seg.json').read_text())
+    assert result['n_images'] == 6 and 0 <= result['miou'] <= 1
+    assert len(os.listdir(tmp_path / 'sem_seg_color')) == 6

@@ -3,7 +3,7 @@ import os
 
 import numpy as np
 
-from misc.io import load_npz, save_png
+from misc.io import load_npz, read_label_png, save_png
 from misc.metrics import cam_to_label
 from voc12.devkit import voc_palette
 
@@ -50,5 +50,21 @@ def write_cam_panels(source, ids, cam_dir, out_dir, threshold=0.15):
         gt = source.read_mask(image_id) if os.path.isfile(source.mask_path(image_id)) else None
         path = os.path.join(out_dir, image_id + '.png')
         save_png(path, cam_panel(source.read_image(image_id), cams, gt, threshold))
+        paths.append(path)
+    return paths
+
+
+def write_label_panels(source, ids, label_dir, out_dir):
+    """[image | label PNG of ``label_dir`` | GT] per id; returns the written paths."""
+    paths = []
+    for image_id in ids:
+        img = source.read_image(image_id)
+        label = read_label_png(os.path.join(label_dir, image_id + '.png'))
+        gap = np.full((img.shape[0], 4, 3), 255, np.uint8)
+        row = [img, gap, colorize_label(label)]
+        if os.path.isfile(source.mask_path(image_id)):
+            row += [gap, colorize_label(source.read_mask(image_id))]
+        path = os.path.join(out_dir, image_id + '.png')
+        save_png(path, np.concatenate(row, axis=1))
         paths.append(path)
     return paths

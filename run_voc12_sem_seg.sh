@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# IRNet on the QA-CLIMS CAMs: confident regions, IRNet training, random-walk
+# pseudo masks and their evaluation (the reference run_voc12_sem_seg.sh flow).
+# Run run_voc12_qa_clims.sh first (it writes $WORK_SPACE/cams).
+#
+# Set the variables below (or export them) and run:  bash run_voc12_sem_seg.sh
+set -euo pipefail
+
+VOC12_ROOT=${VOC12_ROOT:-data/VOCdevkit/VOC2012}
+WORK_SPACE=${WORK_SPACE:-work_space/qa_clims_voc12}
+IMAGENET_WEIGHTS=${IMAGENET_WEIGHTS:-resnet50-19c8e357.pth}   # torchvision ResNet-50, local file
+NGPU=${NGPU:-1}
+NUM_WORKERS=${NUM_WORKERS:-8}
+PYTHON=${PYTHON:-python}
+TRAIN_LIST=${TRAIN_LIST:-train}        # images with CAMs (the reference uses train)
+EVAL_SET=${EVAL_SET:-train}
+CONF_FG_THRES=${CONF_FG_THRES:-0.30}
+CONF_BG_THRES=${CONF_BG_THRES:-0.10}
+IRN_CROP_SIZE=${IRN_CROP_SIZE:-512}
+IRN_BATCH_SIZE=${IRN_BATCH_SIZE:-32}
+IRN_NUM_EPOCHES=${IRN_NUM_EPOCHES:-3}
+IRN_LEARNING_RATE=${IRN_LEARNING_RATE:-0.1}
+BETA=${BETA:-10}
+EXP_TIMES=${EXP_TIMES:-8}
+SEM_SEG_BG_THRES=${SEM_SEG_BG_THRES:-0.20}
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+if [ "$NGPU" -gt 1 ]; then
+    launch=("$PYTHON" -m torch.distributed.run --nproc_per_node "$NGPU")
+else
+    launch=("$PYTHON")
+fi
+common=(--voc12_root "$VOC12_ROOT" --work_space "$WORK_SPACE" --num_workers "$NUM_WORKERS"
+        --cam_out_dir cams --ir_label_out_dir ir_label --sem_seg_out_dir sem_seg
+        --irn_weights_name res50_irn.safetensors)
+
+"$PYTHON" "$repo/run_sample.py" "${common[@]}" --train_list "$TRAIN_LIST" \
+    --conf_fg_thres "$CONF_FG_THRES" --conf_bg_thres "$CONF_BG_THRES" \
+    --cam_to_ir_label_pass True
+
+imagenet=()
+if [ -f "$IMAGENET_WEIGHTS" ]; then imagenet=(--imagenet_weights "$IMAGENET_WEIGHTS"); fi
+"${launch[@]}" "$repo/run_sample.py" "${common[@]}" --train_list "$TRAIN_LIST" \
+    --infer_list "$TRAIN_LIST" "${imagenet[@]}" \
+    --irn_crop_size "$IRN_CROP_SIZE" --irn_batch_size "$IRN_BATCH_SIZE" \
+    --irn_num_epoches "$IRN_NUM_EPOCHES" --irn_learning_rate "$IRN_LEARNING_RATE" \
+    --train_irn_pass True
+
+"${launch[@]}" "$repo/run_sample.py" "${common[@]}" --infer_list "$TRAIN_LIST" \
+    --beta "$BETA" --exp_times "$EXP_TIMES" --sem_seg_bg_thres "$SEM_SEG_BG_THRES" \
+    --sem_seg_color True --make_sem_seg_pass True
+
+"$PYTHON" "$repo/run_sample.py" "${common[@]}" --chainer_eval_set "$EVAL_SET" \
+    --eval_sem_seg_pass True
