@@ -59,13 +59,17 @@ class TextFeatureCache:
         self.kind, self.prompt = kind, prompt
         self.clip_name, self.clip_sha256 = clip_name, clip_sha256
 
-    def lookup(self, texts):
-        """Features [len(texts), D] of the given texts."""
+    def rows(self, texts):
+        """Row of each text in ``features``; a clear error for unknown texts."""
         missing = [t for t in texts if t not in self.index]
         if missing:
             raise KeyError('text(s) %s are not in the %s text-feature cache; rebuild it with '
                            'tools/gen_text_feats_cache.py' % (missing[:3], self.kind))
-        return self.features[[self.index[t] for t in texts]]
+        return [self.index[t] for t in texts]
+
+    def lookup(self, texts):
+        """Features [len(texts), D] of the given texts."""
+        return self.features[self.rows(texts)]
 
     def check_identity(self, clip_name, clip_sha256, path='the cache'):
         """Refuse a cache made with other CLIP weights."""
