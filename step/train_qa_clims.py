@@ -1,0 +1,173 @@
+"""QA-CLIMS training (METHOD.md stage 4).
+
+The CAM network (initialised from the baseline weights, ``res50_cam.pth``
+layout too) is trained against a frozen (mask-adapted) CLIP with the VQA
+answers as foreground and background text:
+``loss = h0 * L_FRC + h1 * L_BRC + h2 * L_REG`` (``--hyper``), batched over
+every instance of a batch (:mod:`net.rtc_objective`). SGD with the
+reference's effective settings and poly schedule; a resumable state after
+each epoch; DDP + SyncBatchNorm under torchrun; loss terms logged (and to
+TensorBoard when it is installed).
+"""
+import os
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from data import build_source
+from data.loaders import ClassificationDataset, check_listed_images
+from misc import dist
+from misc.logutil import get_logger
+from misc.paths import cam_weights_path, clims_weights_path, train_state_path
+from misc.torchutils import reference_poly_sgd
+from misc.training import autocast_context, epoch_loader, load_train_state, per_rank_batch, \
+    save_train_state
+from net.checkpoint import load_weights, save_weights
+from net.clip_models import load_clip, read_clip_state_dict, resolve_clip_file, weights_checksum
+from net.resnet50_clims import CLIMS
+from net.rtc_objective import ObjectiveConfig, qa_clims_losses
+from vqa.results import load_results
+from vqa.text_bank import build_text_bank, require_vqa_entries, training_pairs
+from vqa.text_features import TextFeatureCache
+
+CLIP_DTYPES = {'float32': torch.float32, 'float16': torch.float16, 'bfloat16': torch.bfloat16}
+
+
+def training_clip(args, device):
+    """The frozen image/text encoder: OVSeg's mask-adapted CLIP or plain CLIP."""
+    dtype = CLIP_DTYPES[args.clip_dtype]
+    if args.use_mask_clip:
+        if not args.mask_clip_weights:
+            raise ValueError('--use_mask_clip True needs --mask_clip_weights PATH (OVSeg\'s '
+                             'ovseg_swinbase_vitL14_ft_mpt.pth); or pass --use_mask_clip False')
+        return load_clip(args.mask_clip_weights, device, dtype)
+    return load_clip(args.clip_weights or args.clip, device, dtype)
+
+
+def answer_caches(args):
+    """FG/BG answer caches, refused when made with other CLIP weights than --clip."""
+    caches = [TextFeatureCache.load(p) for p in (args.vqa_fg_cache_file, args.vqa_bg_cache_file)]
+    checksum = weights_checksum(read_clip_state_dict(resolve_clip_file(
+        args.clip_weights or args.clip)))
+    for cache, path in zip(caches, (args.vqa_fg_cache_file, args.vqa_bg_cache_file)):
+        cache.check_identity(args.clip, checksum, path)
+    return caches
+
+
+def text_bank_for(source, ids, clip_model, args, device):
+    """Text features of every (image, present class) of the training list, checked up front."""
+    class_names = source.class_names
+    fg_results = load_results(args.vqa_fg_file, set(class_names))
+    bg_results = load_results(args.vqa_bg_file, set(class_names))
+    pairs = training_pairs(source, ids)
+    require_vqa_entries(fg_results, bg_results, pairs, class_names, args.vqa_fg_file,
+                        args.vqa_bg_file)
+    fg_cache, bg_cache = answer_caches(args)
+    with torch.no_grad():
+        label_features = clip_model.encode_prompts(list(class_names), fg_cache.prompt).cpu()
+    bank = build_text_bank(pairs, class_names, label_features, fg_results, bg_results,
+                           fg_cache, bg_cache)
+    return bank.to(device)
+
+
+def objective_config(args, clip_model):
+    return ObjectiveConfig(hyper=tuple(float(h) for h in args.hyper.split(',')),
+                           nce_t=args.nce_t, fat_alpha=args.mask_adapter_alpha,
+                           use_mask_clip=args.use_mask_clip,
+                           clip_input_size=clip_model.input_resolution)
+
+
+def build_model(args, device):
+    """CLIMS initialised from the baseline CAM weights; SyncBatchNorm under DDP."""
+    model = load_weights(CLIMS(), cam_weights_path(args)).to(device)
+    if dist.world_size() > 1:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return model
+
+
+def tensorboard_writer(args):
+    """A SummaryWriter in work_space/tb when TensorBoard is installed, else None."""
+    if not dist.is_main_process():
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(os.path.join(args.work_space, 'tb'))
+
+
+def train_step(model, pack, clip_model, bank, cfg, optimizer, scheduler, scaler, device, amp):
+    """One optimisation step; returns the loss terms (detached floats)."""
+    img = pack['img'].to(device, non_blocking=True)
+    with autocast_context(device, amp):
+        x = model(img)
+    terms = qa_clims_losses(x.float(), img, pack['label'].to(device), pack['name'], clip_model,
+                            bank, cfg)
+    optimizer.zero_grad()
+    scaler.scale(terms['loss']).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    scheduler.step()
+    return {k: float(terms[k]) for k in ('loss', 'L_FRC', 'L_BRC', 'L_REG')}
+
+
+def run(args):
+    log = get_logger()
+    device = dist.resolve_device(args.device)
+    dist.init_distributed(device)
+    torch.manual_seed(args.seed)
+    source = build_source(args)
+    ids = source.ids(args.train_list)
+    check_listed_images(source, ids, args.train_list)
+    clip_model = training_clip(args, device)
+    bank = text_bank_for(source, ids, clip_model, args, device)
+    cfg = objective_config(args, clip_model)
+    dataset = ClassificationDataset(source, ids, resize_long=args.cam_resize_long, hor_flip=True,
+                                    crop_size=args.cam_crop_size, crop_method='random')
+    batch = per_rank_batch(args.clims_batch_size, '--clims_batch_size')
+    steps_per_epoch = len(epoch_loader(dataset, batch, args, 0, True, True))
+    if steps_per_epoch == 0:
+        raise ValueError('%s has %d images, fewer than one batch of %d'
+                         % (args.train_list, len(dataset), args.clims_batch_size))
+    model = build_model(args, device)
+    backbone, head = model.trainable_parameters()
+    optimizer, scheduler = reference_poly_sgd(
+        [{'params': backbone, 'lr': args.clims_learning_rate},
+         {'params': head, 'lr': 10 * args.clims_learning_rate}],
+        args.cam_weight_decay, steps_per_epoch * args.clims_num_epoches,
+        fix_momentum_quirk=args.fix_momentum_quirk)
+    weights_path = clims_weights_path(args)
+    state_path = train_state_path(weights_path)
+    start_epoch = load_train_state(state_path, model, optimizer, scheduler, device)
+    if start_epoch:
+        log.info('train_qa_clims: resuming after epoch %d from %s', start_epoch, state_path)
+    net = DistributedDataParallel(model) if dist.world_size() > 1 else model
+    scaler = torch.amp.GradScaler(device.type, enabled=args.amp and device.type == 'cuda')
+    writer = tensorboard_writer(args)
+    log.info('train_qa_clims: %d images, %d pairs, %d steps/epoch x %d epochs, batch %d (%d per '
+             'process), CLIP %s (%s, input %d)', len(dataset), len(bank.pair_index),
+             steps_per_epoch, args.clims_num_epoches, args.clims_batch_size, batch,
+             clip_model.name, 'mask-adapted' if args.use_mask_clip else 'plain',
+             cfg.clip_input_size)
+    net.train()
+    for epoch in range(start_epoch, args.clims_num_epoches):
+        bar = tqdm(epoch_loader(dataset, batch, args, epoch, True, True),
+                   desc='train_qa_clims %d/%d' % (epoch + 1, args.clims_num_epoches),
+                   disable=not dist.is_main_process(), dynamic_ncols=True)
+        for step, pack in enumerate(bar):
+            terms = train_step(net, pack, clip_model, bank, cfg, optimizer, scheduler, scaler,
+                               device, args.amp)
+            bar.set_postfix({k: '%.4f' % v for k, v in terms.items()})
+            if writer is not None:
+                for key, value in terms.items():
+                    writer.add_scalar('train/' + key, value, epoch * steps_per_epoch + step)
+        log.info('train_qa_clims epoch %d: %s', epoch + 1,
+                 ', '.join('%s %.4f' % (k, v) for k, v in terms.items()))
+        if dist.is_main_process():
+            save_train_state(state_path, model, optimizer, scheduler, epoch + 1)
+        dist.barrier()
+    if dist.is_main_process():
+        save_weights(model, weights_path)
+        log.info('train_qa_clims: weights -> %s', weights_path)
+    dist.barrier()
