@@ -16,8 +16,8 @@ import time
 from misc import dist
 from misc.logutil import setup_logging
 
-STAGES = ('train_cam', 'make_cam', 'make_clims', 'eval_cam', 'cam_to_ir_label', 'train_irn',
-          'make_sem_seg', 'eval_sem_seg')
+STAGES = ('train_cam', 'train_qa_clims', 'make_cam', 'make_clims', 'eval_cam', 'cam_to_ir_label',
+          'train_irn', 'make_sem_seg', 'eval_sem_seg')
 STAGE_MODULES = {'make_sem_seg': 'step.make_sem_seg_labels'}
 
 
@@ -77,6 +77,28 @@ def build_parser():
     g.add_argument('--cam_scales', default=(1.0, 0.5, 1.5, 2.0), type=float_tuple)
     g.add_argument('--eval_cam_best', default=False, type=str2bool,
                    help='also sweep thresholds 0.05..0.59 and report the best')
+
+    g = p.add_argument_group('QA-CLIMS training')
+    g.add_argument('--clims_num_epoches', default=15, type=int)
+    g.add_argument('--clims_learning_rate', default=3.5e-4, type=float,
+                   help='backbone lr (classifier 10x)')
+    g.add_argument('--clims_batch_size', default=8, type=int,
+                   help='global batch (the reference: 4 per GPU on 2 GPUs)')
+    g.add_argument('--hyper', default='10,8,0.2', help='weights of L_FRC, L_BRC, L_REG')
+    g.add_argument('--clip', default='ViT-L/14',
+                   help='CLIP that made the answer caches: a name in ~/.cache/clip or a file')
+    g.add_argument('--clip_weights', default=None, help='explicit file for --clip')
+    g.add_argument('--use_mask_clip', default=True, type=str2bool)
+    g.add_argument('--mask_clip_weights', default=None,
+                   help='OVSeg ovseg_swinbase_vitL14_ft_mpt.pth (mask-adapted CLIP)')
+    g.add_argument('--clip_dtype', default='float32', choices=['float32', 'float16', 'bfloat16'])
+    g.add_argument('--nce_t', default=0.7, type=float)
+    g.add_argument('--mask_adapter_alpha', default=0.1, type=float, help='FAT alpha')
+    g.add_argument('--vqa_fg_file', default='voc_vqa_fg_blip.json',
+                   help='FG VQA results (JSON); bare names live in work_space')
+    g.add_argument('--vqa_bg_file', default='voc_vqa_bg_blip.json')
+    g.add_argument('--vqa_fg_cache_file', default='voc_vqa_fg_blip_ViT-L-14_cache.safetensors')
+    g.add_argument('--vqa_bg_cache_file', default='voc_vqa_bg_blip_ViT-L-14_cache.safetensors')
 
     g = p.add_argument_group('weights and outputs (bare names live in work_space)')
     g.add_argument('--cam_weights_name', default='res50_cam.safetensors')

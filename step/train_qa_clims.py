@@ -19,7 +19,7 @@ from data import build_source
 from data.loaders import ClassificationDataset, check_listed_images
 from misc import dist
 from misc.logutil import get_logger
-from misc.paths import cam_weights_path, clims_weights_path, train_state_path
+from misc.paths import cam_weights_path, clims_weights_path, in_work_space, train_state_path
 from misc.torchutils import reference_poly_sgd
 from misc.training import autocast_context, epoch_loader, load_train_state, per_rank_batch, \
     save_train_state
@@ -47,10 +47,11 @@ def training_clip(args, device):
 
 def answer_caches(args):
     """FG/BG answer caches, refused when made with other CLIP weights than --clip."""
-    caches = [TextFeatureCache.load(p) for p in (args.vqa_fg_cache_file, args.vqa_bg_cache_file)]
+    paths = [in_work_space(args, p) for p in (args.vqa_fg_cache_file, args.vqa_bg_cache_file)]
+    caches = [TextFeatureCache.load(p) for p in paths]
     checksum = weights_checksum(read_clip_state_dict(resolve_clip_file(
         args.clip_weights or args.clip)))
-    for cache, path in zip(caches, (args.vqa_fg_cache_file, args.vqa_bg_cache_file)):
+    for cache, path in zip(caches, paths):
         cache.check_identity(args.clip, checksum, path)
     return caches
 
@@ -58,11 +59,11 @@ def answer_caches(args):
 def text_bank_for(source, ids, clip_model, args, device):
     """Text features of every (image, present class) of the training list, checked up front."""
     class_names = source.class_names
-    fg_results = load_results(args.vqa_fg_file, set(class_names))
-    bg_results = load_results(args.vqa_bg_file, set(class_names))
+    fg_path, bg_path = in_work_space(args, args.vqa_fg_file), in_work_space(args, args.vqa_bg_file)
+    fg_results = load_results(fg_path, set(class_names))
+    bg_results = load_results(bg_path, set(class_names))
     pairs = training_pairs(source, ids)
-    require_vqa_entries(fg_results, bg_results, pairs, class_names, args.vqa_fg_file,
-                        args.vqa_bg_file)
+    require_vqa_entries(fg_results, bg_results, pairs, class_names, fg_path, bg_path)
     fg_cache, bg_cache = answer_caches(args)
     with torch.no_grad():
         label_features = clip_model.encode_prompts(list(class_names), fg_cache.prompt).cpu()
@@ -79,10 +80,18 @@ def objective_config(args, clip_model):
 
 
 def build_model(args, device):
-    """CLIMS initialised from the baseline CAM weights; SyncBatchNorm under DDP."""
+    """CLIMS initialised from the baseline CAM weights; SyncBatchNorm under DDP on GPUs.
+
+    torch's SyncBatchNorm runs on CUDA only: DDP on CPU processes (gloo)
+    keeps per-process batch statistics, and says so.
+    """
     model = load_weights(CLIMS(), cam_weights_path(args)).to(device)
     if dist.world_size() > 1:
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if device.type == 'cuda':
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        else:
+            get_logger().warning('WARNING: DDP on CPU: BatchNorm statistics are per process '
+                                 '(SyncBatchNorm needs CUDA)')
     return model
 
 
@@ -109,7 +118,7 @@ def train_step(model, pack, clip_model, bank, cfg, optimizer, scheduler, scaler,
     scaler.step(optimizer)
     scaler.update()
     scheduler.step()
-    return {k: float(terms[k]) for k in ('loss', 'L_FRC', 'L_BRC', 'L_REG')}
+    return {k: terms[k].item() for k in ('loss', 'L_FRC', 'L_BRC', 'L_REG')}
 
 
 def run(args):

@@ -28,6 +28,7 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from tools.make_demo_vqa import write_demo_vqa  # noqa: E402
 from voc12.devkit import XML_CLASS_NAMES as VOC_CLASSES, voc_palette  # noqa: E402
 
 
@@ -49,7 +50,7 @@ MAX_OBJECTS = 3
 JPEG_QUALITY = 95
 POSES = ("Unspecified", "Frontal", "Left", "Right", "Rear")
 META_NAME = "demo_meta.json"
-META_VERSION = 1
+META_VERSION = 2
 PLACEMENT_TRIES = 30
 LAYOUT_TRIES = 20
 
@@ -461,10 +462,18 @@ def make_folders(root, with_aug):
 # Metadata / skip logic
 # ----------------------------------------------------------------------------
 
+def mask_file(root, image_id, with_aug):
+    """The VOC mask of an image, or its SBD mask for SBD-only images."""
+    voc = os.path.join(root, "SegmentationClass", image_id + ".png")
+    return voc if os.path.isfile(voc) or not with_aug else \
+        os.path.join(root, "SegmentationClassAug", image_id + ".png")
+
+
 def expected_files(root, summary, with_aug):
     """Paths that a complete dataset with this summary must contain."""
     paths = [os.path.join(root, "ImageSets", "Segmentation", name + ".txt")
              for name in ("train", "val", "trainval")]
+    paths += [os.path.join(root, name) for name in ("vqa_fg.json", "vqa_bg.json")]
     for image_id in summary["ids"]:
         paths += [os.path.join(root, "JPEGImages", image_id + ".jpg"),
                   os.path.join(root, "SegmentationClass", image_id + ".png"),
@@ -568,6 +577,8 @@ def generate_demo_voc(out_dir, n_images=40, seed=0, with_aug=False, min_side=96,
 
     summary = {"ids": ids, "train": train, "val": val, "aug_only": aug_only,
                "labels": {k: labels[k] for k in sorted(labels)}, "root": root}
+    write_demo_vqa(root, summary["labels"], lambda i: mask_file(root, i, with_aug), CLASS_SHAPES,
+                   has_stripes)
     if old_meta is not None and "summary" in old_meta and "args" in old_meta:
         remove_stale_files(root, old_meta, summary, with_aug)
     write_meta(root, args, summary)
