@@ -1,0 +1,120 @@
+"""QA-CLIMS training step: our batched objective vs a per-instance loop of the same math.
+
+    python bench/bench_qa_clims_step.py [--batch 8] [--size 128] [--repeats 5]
+
+Same tiny models for both (the CLIMS ResNet-50 and a tiny random CLIP with
+mask embeddings, 64x64 input), same batch and text features. The loop
+version handles one (image, class) instance at a time, as the reference
+does (resize, FAT, two CLIP encodings of batch 1, the two InfoNCE terms).
+Prints the time of the objective alone and of the whole step (forward +
+objective + backward) for both, their ratios, and the loss difference.
+"""
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from net.clip_models import load_clip  # noqa: E402
+from net.losses import foreground_adaptive_threshold, info_nce_bg, info_nce_fg  # noqa: E402
+from net.resnet50_clims import CLIMS  # noqa: E402
+from net.rtc_objective import ObjectiveConfig, qa_clims_losses  # noqa: E402
+from tools.make_tiny_clip import write_tiny_clip  # noqa: E402
+from vqa.text_bank import TextBank  # noqa: E402
+
+
+def random_bank(names, label, dim, gen, l_max=10):
+    """A text bank with random unit features for every positive (image, class)."""
+    pairs = [(names[n], int(c)) for n, c in zip(*torch.nonzero(label, as_tuple=True))]
+    table = F.normalize(torch.randn(64, dim, generator=gen), dim=-1)
+    index = torch.randint(0, 64, (len(pairs), l_max), generator=gen)
+    lengths = torch.randint(1, l_max + 1, (len(pairs),), generator=gen)
+    valid = torch.arange(l_max)[None] < lengths[:, None]
+    fg = torch.randn(len(pairs), dim, generator=gen) * 0.1
+    return TextBank({p: i for i, p in enumerate(pairs)}, fg, table, index, valid)
+
+
+def looped_losses(x, img, label, names, clip, bank, cfg):
+    """The same objective, one instance at a time."""
+    size = cfg.clip_input_size
+    l_frc = l_brc = x.new_zeros(())
+    for n, c in zip(*torch.nonzero(label, as_tuple=True)):
+        rows = bank.rows([names[int(n)]], [int(c)])
+        t_fg, t_bg, valid, has_bg = bank.features(rows)
+        if not bool(has_bg[0]):
+            continue
+        cam = F.interpolate(x[n, c][None, None], (size, size), mode='bilinear',
+                            align_corners=True)
+        img_s = F.interpolate(img[n][None], (size, size), mode='bilinear', align_corners=True)
+        mask = foreground_adaptive_threshold(cam, cfg.fat_alpha)
+        v = clip.encode_image(cam * img_s, mask)
+        u = clip.encode_image((1 - cam) * img_s, 1 - mask)
+        l_frc = l_frc + info_nce_fg(v, t_fg, t_bg, valid, cfg.nce_t)[0]
+        l_brc = l_brc + info_nce_bg(u, t_fg, t_bg, valid, cfg.nce_t)[0]
+    return cfg.hyper[0] * l_frc + cfg.hyper[1] * l_brc + cfg.hyper[2] * x.mean()
+
+
+def timed(fn, repeats):
+    fn()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        out = fn()
+    return (time.perf_counter() - start) / repeats, out
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--batch', type=int, default=8)
+    p.add_argument('--size', type=int, default=128)
+    p.add_argument('--labels_per_image', type=int, default=3)
+    p.add_argument('--repeats', type=int, default=5)
+    p.add_argument('--threads', type=int, default=2)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    gen = torch.Generator().manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        clip = load_clip(write_tiny_clip(os.path.join(tmp, 'clip.safetensors')))
+    model = CLIMS().train()
+    img = torch.randn(a.batch, 3, a.size, a.size, generator=gen)
+    label = torch.zeros(a.batch, 20)
+    for n in range(a.batch):
+        label[n, torch.randperm(20, generator=gen)[:a.labels_per_image]] = 1
+    names = ['img%d' % n for n in range(a.batch)]
+    bank = random_bank(names, label, 32, gen)
+    cfg = ObjectiveConfig(clip_input_size=clip.input_resolution)
+    with torch.no_grad():
+        x = model(img)
+    t_batched, batched = timed(lambda: qa_clims_losses(x, img, label, names, clip, bank,
+                                                       cfg)['loss'], a.repeats)
+    t_loop, looped = timed(lambda: looped_losses(x, img, label, names, clip, bank, cfg),
+                           a.repeats)
+
+    def step(objective):
+        model.zero_grad()
+        out = model(img)
+        objective(out).backward()
+
+    s_batched, _ = timed(lambda: step(lambda out: qa_clims_losses(
+        out, img, label, names, clip, bank, cfg)['loss']), a.repeats)
+    s_loop, _ = timed(lambda: step(lambda out: looped_losses(
+        out, img, label, names, clip, bank, cfg)), a.repeats)
+    n_inst = int(label.sum())
+    print('batch %d of %dx%d, %d instances, tiny CLIP %dx%d, %d threads, mean of %d runs'
+          % (a.batch, a.size, a.size, n_inst, cfg.clip_input_size, cfg.clip_input_size,
+             a.threads, a.repeats))
+    print('| | batched (s) | per-instance loop (s) | ratio |')
+    print('|---|---|---|---|')
+    print('| objective (forward) | %.4f | %.4f | %.1fx |' % (t_batched, t_loop, t_loop / t_batched))
+    print('| whole step (fwd + bwd) | %.4f | %.4f | %.2fx |' % (s_batched, s_loop, s_loop / s_batched))
+    print('loss batched %.6f, loop %.6f, abs diff %.2e'
+          % (float(batched), float(looped), abs(float(batched) - float(looped))))
+
+
+if __name__ == '__main__':
+    main()
