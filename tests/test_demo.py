@@ -8,9 +8,10 @@ from misc.report import comparison_table, iou_table
 
 def test_demo_runs_end_to_end(tmp_path, capsys):
     run_demo.main(['--out', str(tmp_path), '--n_images', '15', '--epochs', '1', '--crop', '96',
-                   '--irn_epochs', '1', '--device', 'cpu'])
+                   '--clims_epochs', '1', '--irn_epochs', '1', '--device', 'cpu'])
     out = capsys.readouterr().out
-    assert 'pseudo mask' in out and 'Demo finished' in out
+    assert 'QA-CLIMS CAM' in out and 'pseudo mask' in out and 'Demo finished' in out
+    assert (tmp_path / 'work_space' / 'res50_qa_clims.safetensors').is_file()
     ws = tmp_path / 'work_space'
     result = json.loads((ws / 'eval_cam.json').read_text())
     assert 0.0 <= result['miou'] <= 1.0 and len(result['sweep']) == 55
