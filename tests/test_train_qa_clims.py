@@ -109,3 +109,21 @@ def test_cache_built_with_another_clip_is_refused(tmp_path, qa_inputs):
     other = write_tiny_clip(str(tmp_path / 'other_clip.safetensors'), seed=1)
     with pytest.raises(ValueError, match='fg.safetensors was built with CLIP .* but this run uses'):
         run_sample.main(qa_args(qa_inputs, tmp_path, clip=other))
+
+
+def test_run_voc12_qa_clims_script_trains_makes_and_evaluates(tmp_path, qa_inputs):
+    from conftest import REPO
+    root = qa_inputs['root']
+    env = dict(os.environ, VOC12_ROOT=root, WORK_SPACE=str(tmp_path), PYTHON=sys.executable,
+               NUM_WORKERS='0', TRAIN_LIST='train', CAM_WEIGHTS=qa_inputs['cam'],
+               CLIP=qa_inputs['clip'], MASK_CLIP_WEIGHTS=qa_inputs['clip'],
+               VQA_FG=os.path.join(root, 'vqa_fg.json'), VQA_BG=os.path.join(root, 'vqa_bg.json'),
+               VQA_FG_CACHE=str(tmp_path / 'fg.safetensors'),
+               VQA_BG_CACHE=str(tmp_path / 'bg.safetensors'), BATCH_SIZE='2', EPOCHS='1',
+               CROP_SIZE='64', CAM_SCALES='1.0', EVAL_SET='val', OMP_NUM_THREADS='2')
+    subprocess.run(['bash', str(REPO / 'run_voc12_qa_clims.sh')], env=env, check=True,
+                   capture_output=True)
+    assert (tmp_path / 'fg.safetensors').is_file()
+    assert (tmp_path / 'res50_qa_clims.safetensors').is_file()
+    result = json.loads((tmp_path / 'eval_cam.json').read_text())
+    assert result['split'] == 'val' and len(result['sweep']) == 55
