@@ -16,8 +16,8 @@ import time
 from misc import dist
 from misc.logutil import setup_logging
 
-STAGES = ('train_cam', 'train_qa_clims', 'make_cam', 'make_clims', 'eval_cam', 'cam_to_ir_label',
-          'train_irn', 'make_sem_seg', 'eval_sem_seg')
+STAGES = ('vqa', 'train_cam', 'train_qa_clims', 'make_cam', 'make_clims', 'eval_cam',
+          'cam_to_ir_label', 'train_irn', 'make_sem_seg', 'eval_sem_seg')
 STAGE_MODULES = {'make_sem_seg': 'step.make_sem_seg_labels'}
 
 
@@ -77,6 +77,21 @@ def build_parser():
     g.add_argument('--cam_scales', default=(1.0, 0.5, 1.5, 2.0), type=float_tuple)
     g.add_argument('--eval_cam_best', default=False, type=str2bool,
                    help='also sweep thresholds 0.05..0.59 and report the best')
+
+    g = p.add_argument_group('VQA answers (BLIP)')
+    g.add_argument('--vqa_model', default='Salesforce/blip-vqa-capfilt-large',
+                   help='folder of a HuggingFace BLIP VQA model (or a hub id)')
+    g.add_argument('--vqa_list', default=None, help='images to ask about (default: --train_list)')
+    g.add_argument('--vqa_batch_size', default=4, type=int, help='images per generate call')
+    g.add_argument('--vqa_image_size', default=480, type=int)
+    g.add_argument('--vqa_num_beams', default=3, type=int)
+    g.add_argument('--vqa_max_length', default=10, type=int)
+    g.add_argument('--vqa_min_length', default=1, type=int)
+    g.add_argument('--vqa_dtype', default='float32', choices=['float32', 'float16', 'bfloat16'])
+    g.add_argument('--vqa_lemmatizer', default='auto', choices=['auto', 'wordnet', 'lemminflect'])
+    g.add_argument('--vqa_parts_dir', default='vqa_parts')
+    g.add_argument('--vqa_export_npy', default=False, type=str2bool,
+                   help='also write the reference pickled .npy files')
 
     g = p.add_argument_group('QA-CLIMS training')
     g.add_argument('--clims_num_epoches', default=15, type=int)

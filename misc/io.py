@@ -96,6 +96,17 @@ def save_json(path, obj):
         f.write(text + '\n')
 
 
+def load_json(path):
+    """A JSON file, with a clear error when it is unreadable."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise FileNotFoundError('%s does not exist' % path) from None
+    except json.JSONDecodeError as e:
+        raise ValueError('%s is not valid JSON (%s); delete it and rerun' % (path, e)) from None
+
+
 def _nan_to_none(obj):
     if isinstance(obj, float) and obj != obj:
         return None

@@ -1,0 +1,121 @@
+"""Question-answer prompt engineering (METHOD.md stage 1): BLIP VQA answers.
+
+For every image of ``--vqa_list`` and every class present, the 6 FG and 10
+BG questions are answered by BLIP (:class:`vqa.blip.BlipVQA`, batched over
+images and questions), each answer is lemmatised as a noun, and the results
+are written in the reference schema as two JSON files (``--vqa_fg_file``,
+``--vqa_bg_file``) that ``tools/gen_text_feats_cache.py`` and
+``train_qa_clims`` read. One part file per image in ``--vqa_parts_dir``
+makes the step resumable (nothing is asked twice) and lets torchrun
+processes share the work; the main process merges the parts.
+"""
+import io
+import os
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from data import build_source
+from data.loaders import check_listed_images
+from misc import dist
+from misc.io import atomic_write, load_json, remove_partial_files, save_json
+from misc.logutil import get_logger
+from misc.paths import in_work_space
+from vqa.blip import BlipVQA
+from vqa.lemmatize import make_lemmatizer
+from vqa.results import BG_QUESTIONS, FG_QUESTIONS, validate_results
+
+DTYPES = {'float32': torch.float32, 'float16': torch.float16, 'bfloat16': torch.bfloat16}
+
+
+def class_questions(class_name, class_names):
+    """The 16 questions (6 FG, then 10 BG) about one class of the dataset."""
+    if class_name not in class_names:
+        raise ValueError('class %r is not a class of the dataset (%s)'
+                         % (class_name, ', '.join(class_names)))
+    return [q.format(class_name) for q in FG_QUESTIONS + BG_QUESTIONS]
+
+
+def image_entries(class_names, answers, lemmatize):
+    """({class: FG entry}, {class: BG entry}) from the 16 answers of each class."""
+    fg, bg = {}, {}
+    for name, ans in zip(class_names, answers):
+        for table, templates, part in ((fg, FG_QUESTIONS, ans[:6]), (bg, BG_QUESTIONS, ans[6:])):
+            table[name] = {'vqa': [[q, a] for q, a in zip(templates, part)],
+                           'answers': [lemmatize(a) for a in part]}
+    return fg, bg
+
+
+def answer_images(model, source, ids, parts_dir, lemmatize, batch_size, progress):
+    """Ask every question about ``ids`` in batches of images; one part file per image."""
+    names = source.class_names
+    for start in tqdm(range(0, len(ids), batch_size), desc='vqa', disable=not progress,
+                      dynamic_ncols=True):
+        batch = ids[start:start + batch_size]
+        images = [source.read_image(i) for i in batch]
+        classes = [[names[c] for c in source.image_label_ids(i)] for i in batch]
+        questions = [[q for name in cls for q in class_questions(name, names)] for cls in classes]
+        answers = model.answer(images, questions)
+        for image_id, cls, ans in zip(batch, classes, answers):
+            per_class = [ans[16 * k:16 * (k + 1)] for k in range(len(cls))]
+            fg, bg = image_entries(cls, per_class, lemmatize)
+            save_json(os.path.join(parts_dir, image_id + '.json'), {'fg': fg, 'bg': bg})
+
+
+def merge_parts(ids, parts_dir, fg_path, bg_path, meta):
+    """The two result files from the part files (sorted, atomically) + a meta sidecar."""
+    fg, bg = {}, {}
+    for image_id in sorted(ids):
+        part = load_json(os.path.join(parts_dir, image_id + '.json'))
+        fg[image_id], bg[image_id] = part['fg'], part['bg']
+    for results, path in ((fg, fg_path), (bg, bg_path)):
+        validate_results(results, path)
+        save_json(path, results)
+        save_json(os.path.splitext(path)[0] + '.meta.json', meta)
+    return fg, bg
+
+
+def export_reference_npy(results, path):
+    """The reference's pickled ``.npy`` dict (tuples for the (question, answer) pairs)."""
+    data = {i: {c: {'vqa': [tuple(qa) for qa in e['vqa']], 'answers': list(e['answers'])}
+                for c, e in per_class.items()} for i, per_class in results.items()}
+    buf = io.BytesIO()
+    np.save(buf, data, allow_pickle=True)
+    with atomic_write(path) as f:
+        f.write(buf.getvalue())
+
+
+def run(args):
+    log = get_logger()
+    device = dist.resolve_device(args.device)
+    dist.init_distributed(device)
+    source = build_source(args)
+    ids = source.ids(args.vqa_list or args.train_list)
+    check_listed_images(source, ids, args.vqa_list or args.train_list)
+    parts_dir = in_work_space(args, args.vqa_parts_dir)
+    os.makedirs(parts_dir, exist_ok=True)
+    if dist.is_main_process():
+        remove_partial_files(parts_dir)
+    dist.barrier()
+    todo = [i for i in ids if not os.path.isfile(os.path.join(parts_dir, i + '.json'))]
+    shard = todo[dist.rank()::dist.world_size()]
+    lemmatizer_name, lemmatize = make_lemmatizer(args.vqa_lemmatizer)
+    log.info('vqa: %d images, %d done, %d in this process (model %s, lemmatiser %s)',
+             len(ids), len(ids) - len(todo), len(shard), args.vqa_model, lemmatizer_name)
+    model = BlipVQA(args.vqa_model, device, DTYPES[args.vqa_dtype], args.vqa_image_size,
+                    args.vqa_num_beams, args.vqa_max_length, args.vqa_min_length)
+    if shard:
+        answer_images(model, source, shard, parts_dir, lemmatize, args.vqa_batch_size,
+                      dist.is_main_process())
+    dist.barrier()
+    if dist.is_main_process():
+        fg_path, bg_path = in_work_space(args, args.vqa_fg_file), in_work_space(args, args.vqa_bg_file)
+        meta = {'model': args.vqa_model, 'lemmatizer': lemmatizer_name,
+                'list': args.vqa_list or args.train_list, 'n_images': len(ids), **model.settings()}
+        fg, bg = merge_parts(ids, parts_dir, fg_path, bg_path, meta)
+        if args.vqa_export_npy:
+            for results, path in ((fg, fg_path), (bg, bg_path)):
+                export_reference_npy(results, os.path.splitext(path)[0] + '.npy')
+        log.info('vqa: -> %s, %s', fg_path, bg_path)
+    dist.barrier()
