@@ -17,7 +17,7 @@ from misc import dist
 from misc.logutil import setup_logging
 
 STAGES = ('vqa', 'train_cam', 'train_qa_clims', 'make_cam', 'make_clims', 'eval_cam',
-          'cam_to_ir_label', 'train_irn', 'make_sem_seg', 'eval_sem_seg')
+          'cam_to_ir_label', 'train_irn', 'make_sem_seg', 'eval_sem_seg', 'train_seg', 'eval_seg')
 STAGE_MODULES = {'make_sem_seg': 'step.make_sem_seg_labels'}
 
 
@@ -114,6 +114,29 @@ def build_parser():
     g.add_argument('--vqa_bg_file', default='voc_vqa_bg_blip.json')
     g.add_argument('--vqa_fg_cache_file', default='voc_vqa_fg_blip_ViT-L-14_cache.safetensors')
     g.add_argument('--vqa_bg_cache_file', default='voc_vqa_bg_blip_ViT-L-14_cache.safetensors')
+
+    g = p.add_argument_group('segmentation network (METHOD.md stage 10)')
+    g.add_argument('--seg_arch', default='deeplabv2', choices=['deeplabv2', 'deeplabv3'])
+    g.add_argument('--seg_backbone_weights', default=None,
+                   help='torchvision ResNet-101 weights file (or a converted DeepLab init)')
+    g.add_argument('--seg_train_list', default='train_aug')
+    g.add_argument('--seg_label_dir', default='sem_seg',
+                   help='pseudo masks to train on (bare name in work_space); gt = ground truth')
+    g.add_argument('--seg_batch_size', default=10, type=int, help='global batch')
+    g.add_argument('--seg_crop_size', default=321, type=int)
+    g.add_argument('--seg_scale_range', default=(0.5, 1.5), type=float_tuple)
+    g.add_argument('--seg_num_iters', default=30000, type=int)
+    g.add_argument('--seg_learning_rate', default=2.5e-4, type=float)
+    g.add_argument('--seg_weight_decay', default=5e-4, type=float)
+    g.add_argument('--seg_grad_clip', default=0.0, type=float,
+                   help='max gradient norm (0 = no clipping, the DeepLab protocol)')
+    g.add_argument('--seg_weights_name', default='deeplab_seg.safetensors')
+    g.add_argument('--seg_eval_set', default='val')
+    g.add_argument('--seg_eval_scales', default=(0.5, 0.75, 1.0, 1.25, 1.5), type=float_tuple)
+    g.add_argument('--seg_crf', default=False, type=str2bool)
+    g.add_argument('--seg_out_dir', default='seg_pred')
+    g.add_argument('--seg_submission', default=False, type=str2bool,
+                   help='also write results/VOC2012/Segmentation/comp6_test_cls/*.png')
 
     g = p.add_argument_group('weights and outputs (bare names live in work_space)')
     g.add_argument('--cam_weights_name', default='res50_cam.safetensors')

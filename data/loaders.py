@@ -135,3 +135,35 @@ class AffinityDataset(Dataset):
                 'aff_bg_pos_label': torch.from_numpy(bg_pos),
                 'aff_fg_pos_label': torch.from_numpy(fg_pos),
                 'aff_neg_label': torch.from_numpy(neg)}
+
+
+class SegmentationTrainDataset(Dataset):
+    """Images with class-id label maps (pseudo masks or GT) for the segmentation network:
+    random rescale in ``scale_range``, ImageNet normalisation, flip, random crop
+    (image padded with 0, label with 255 = ignored)."""
+
+    def __init__(self, source, ids, label_dir, crop_size, scale_range=(0.5, 1.5)):
+        self.source = source
+        self.ids = list(ids)
+        self.label_dir = label_dir
+        self.crop_size = crop_size
+        self.scale_range = scale_range
+
+    def __len__(self):
+        return len(self.ids)
+
+    def label(self, image_id):
+        """The pseudo mask of ``label_dir``, or the GT mask when ``label_dir`` is None."""
+        if self.label_dir is None:
+            return self.source.read_mask(image_id)
+        return read_label_png(os.path.join(self.label_dir, image_id + '.png'))
+
+    def __getitem__(self, idx):
+        image_id = self.ids[idx]
+        img, label = self.source.read_image(image_id), self.label(image_id)
+        img, label = imutils.random_scale_pair(img, label, self.scale_range)
+        img, label = imutils.random_lr_flip_pair(imutils.imagenet_normalize(img), label)
+        img, label = imutils.random_crop_pair(img, label, self.crop_size)
+        return {'name': image_id,
+                'img': torch.from_numpy(np.ascontiguousarray(imutils.hwc_to_chw(img))),
+                'label': torch.from_numpy(np.ascontiguousarray(label).astype(np.int64))}

@@ -58,3 +58,14 @@ def per_rank_batch(global_batch, flag='--cam_batch_size'):
         raise ValueError('%s %d is not divisible by the %d processes'
                          % (flag, global_batch, world))
     return global_batch // world
+
+
+def tensorboard_writer(args):
+    """A SummaryWriter in work_space/tb when TensorBoard is installed, else None."""
+    if not dist.is_main_process():
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(os.path.join(args.work_space, 'tb'))

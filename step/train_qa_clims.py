@@ -9,8 +9,6 @@ reference's effective settings and poly schedule; a resumable state after
 each epoch; DDP + SyncBatchNorm under torchrun; loss terms logged (and to
 TensorBoard when it is installed).
 """
-import os
-
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
@@ -22,7 +20,7 @@ from misc.logutil import get_logger
 from misc.paths import cam_weights_path, clims_weights_path, in_work_space, train_state_path
 from misc.torchutils import reference_poly_sgd
 from misc.training import autocast_context, epoch_loader, load_train_state, per_rank_batch, \
-    save_train_state
+    save_train_state, tensorboard_writer
 from net.checkpoint import load_weights, save_weights
 from net.clip_models import load_clip, read_clip_state_dict, resolve_clip_file, weights_checksum
 from net.resnet50_clims import CLIMS
@@ -93,17 +91,6 @@ def build_model(args, device):
             get_logger().warning('WARNING: DDP on CPU: BatchNorm statistics are per process '
                                  '(SyncBatchNorm needs CUDA)')
     return model
-
-
-def tensorboard_writer(args):
-    """A SummaryWriter in work_space/tb when TensorBoard is installed, else None."""
-    if not dist.is_main_process():
-        return None
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return None
-    return SummaryWriter(os.path.join(args.work_space, 'tb'))
 
 
 def train_step(model, pack, clip_model, bank, cfg, optimizer, scheduler, scaler, device, amp):

@@ -1,0 +1,115 @@
+"""Segmentation network on the pseudo masks (METHOD.md stage 10; not in the
+reference repository).
+
+DeepLabV2 (ResNet-101, ASPP 6/12/18/24 summed) or torchvision's DeepLabV3,
+trained on ``--seg_train_list`` (train_aug) with the masks of
+``--seg_label_dir`` (the pseudo masks of make_sem_seg; ``gt`` for the
+ground truth): random scale, flip, crop, cross-entropy with 255 ignored,
+SGD momentum 0.9, weight decay 5e-4, poly 0.9 over ``--seg_num_iters``,
+head lr x10 (``--seg_grad_clip`` clips the gradient norm: off by default, useful
+from a random initialisation). Resumable after every pass over the data; DDP + SyncBatchNorm
+(on GPUs) under torchrun; AMP with ``--amp``; TensorBoard when installed.
+"""
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from data import build_source
+from data.loaders import SegmentationTrainDataset, check_listed_images
+from misc import dist
+from misc.logutil import get_logger
+from misc.paths import in_work_space, train_state_path
+from misc.torchutils import poly_lr_lambda
+from misc.training import autocast_context, epoch_loader, load_train_state, per_rank_batch, \
+    save_train_state, tensorboard_writer
+from net.checkpoint import save_weights
+from net.deeplab import build_segmentation_model
+from net.resnet50 import estimate_batchnorm_statistics
+
+
+def label_dir(args):
+    return None if args.seg_label_dir == 'gt' else in_work_space(args, args.seg_label_dir)
+
+
+def build_model(args, source, dataset, device):
+    """Network with backbone weights, or random with data-estimated BN statistics."""
+    log = get_logger()
+    model = build_segmentation_model(args.seg_arch, source.n_classes + 1,
+                                     args.seg_backbone_weights, warn=log.warning).to(device)
+    if not args.seg_backbone_weights:
+        loader = DataLoader(dataset, batch_size=min(len(dataset), 8), shuffle=False)
+        estimate_batchnorm_statistics(model, (p['img'].to(device) for p in loader))
+    if dist.world_size() > 1 and device.type == 'cuda':
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return model
+
+
+def optimizer_for(model, args):
+    backbone, head = model.parameter_groups()
+    optimizer = torch.optim.SGD(
+        [{'params': [p for p in backbone if p.requires_grad], 'lr': args.seg_learning_rate},
+         {'params': head, 'lr': 10 * args.seg_learning_rate}],
+        lr=args.seg_learning_rate, momentum=0.9, weight_decay=args.seg_weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_lr_lambda(args.seg_num_iters))
+    return optimizer, scheduler
+
+
+def run(args):
+    log = get_logger()
+    device = dist.resolve_device(args.device)
+    dist.init_distributed(device)
+    torch.manual_seed(args.seed)
+    source = build_source(args)
+    ids = source.ids(args.seg_train_list)
+    check_listed_images(source, ids, args.seg_train_list)
+    dataset = SegmentationTrainDataset(source, ids, label_dir(args), args.seg_crop_size,
+                                       args.seg_scale_range)
+    batch = per_rank_batch(args.seg_batch_size, '--seg_batch_size')
+    model = build_model(args, source, dataset, device)
+    optimizer, scheduler = optimizer_for(model, args)
+    weights_path = in_work_space(args, args.seg_weights_name)
+    state_path = train_state_path(weights_path)
+    epoch = load_train_state(state_path, model, optimizer, scheduler, device)
+    if epoch:
+        log.info('train_seg: resuming at iteration %d from %s', scheduler.last_epoch, state_path)
+    net = DistributedDataParallel(model) if dist.world_size() > 1 else model
+    scaler = torch.amp.GradScaler(device.type, enabled=args.amp and device.type == 'cuda')
+    writer = tensorboard_writer(args)
+    log.info('train_seg: %s, %d images, %d iterations, batch %d (%d per process), labels %s',
+             args.seg_arch, len(dataset), args.seg_num_iters, args.seg_batch_size, batch,
+             label_dir(args) or 'ground truth')
+    net.train()
+    bar = tqdm(total=args.seg_num_iters, initial=scheduler.last_epoch, desc='train_seg',
+               disable=not dist.is_main_process(), dynamic_ncols=True)
+    while scheduler.last_epoch < args.seg_num_iters:
+        for pack in epoch_loader(dataset, batch, args, epoch, True, True):
+            if scheduler.last_epoch >= args.seg_num_iters:
+                break
+            with autocast_context(device, args.amp):
+                logits = net(pack['img'].to(device, non_blocking=True))
+            loss = F.cross_entropy(logits.float(), pack['label'].to(device), ignore_index=255)
+            optimizer.zero_grad()
+            scaler.scale(loss).backward()
+            if args.seg_grad_clip > 0:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), args.seg_grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            bar.update()
+            bar.set_postfix(loss='%.4f' % loss.item())
+            if writer is not None:
+                writer.add_scalar('train_seg/loss', loss.item(), scheduler.last_epoch)
+        epoch += 1
+        log.info('train_seg: pass %d, iteration %d, loss %.4f', epoch, scheduler.last_epoch,
+                 loss.item())
+        if dist.is_main_process():
+            save_train_state(state_path, model, optimizer, scheduler, epoch)
+        dist.barrier()
+    bar.close()
+    if dist.is_main_process():
+        save_weights(model, weights_path)
+        log.info('train_seg: weights -> %s', weights_path)
+    dist.barrier()
