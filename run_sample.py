@@ -46,8 +46,10 @@ def build_parser():
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group('environment')
-    g.add_argument('--dataset', default='voc12', choices=['voc12'])
+    g.add_argument('--dataset', default='voc12', choices=['voc12', 'coco14'])
     g.add_argument('--voc12_root', default=None, help='VOCdevkit/VOC2012 folder')
+    g.add_argument('--mscoco_root', default=None,
+                   help='MS COCO 2014 folder (train2014/, val2014/, annotations/)')
     g.add_argument('--work_space', default='work_space', help='folder of every output')
     g.add_argument('--log_name', default='run', help='log file name in work_space')
     g.add_argument('--train_list', default='train_aug',

@@ -10,7 +10,10 @@ def build_source(args):
     if name == 'voc12':
         from voc12.devkit import VOC12
         return VOC12(args.voc12_root)
-    raise ValueError('unknown --dataset %r (available: voc12)' % name)
+    if name == 'coco14':
+        from coco14.dataset import COCO14
+        return COCO14(getattr(args, 'mscoco_root', None))
+    raise ValueError('unknown --dataset %r (available: voc12, coco14)' % name)
 
 
 __all__ = ['SegmentationSource', 'build_source']

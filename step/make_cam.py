@@ -64,5 +64,5 @@ def write_cams(args, model, out_dir, desc):
 
 
 def run(args):
-    model = load_weights(CAM(), cam_weights_path(args))
+    model = load_weights(CAM(build_source(args).n_classes), cam_weights_path(args))
     write_cams(args, model, cam_out_dir(args), 'make_cam')

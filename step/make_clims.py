@@ -1,5 +1,6 @@
 """Multi-scale + flip CAMs of the QA-CLIMS network (METHOD.md stage 5); same
 outputs as :mod:`step.make_cam`, from ``--clims_weights_name``."""
+from data import build_source
 from misc.paths import cam_out_dir, clims_weights_path
 from net.checkpoint import load_weights
 from net.resnet50_clims import CAM
@@ -7,5 +8,5 @@ from step.make_cam import write_cams
 
 
 def run(args):
-    model = load_weights(CAM(), clims_weights_path(args))
+    model = load_weights(CAM(build_source(args).n_classes), clims_weights_path(args))
     write_cams(args, model, cam_out_dir(args), 'make_clims')

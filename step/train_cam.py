@@ -27,7 +27,7 @@ from net.resnet50_cam import Net
 
 def build_model(args, dataset, device):
     """Baseline network from ImageNet weights, or random init with data-estimated BN statistics."""
-    model = Net().to(device)
+    model = Net(dataset.source.n_classes).to(device)
     if args.imagenet_weights:
         load_imagenet_weights(model.resnet50, args.imagenet_weights)
         return model

@@ -77,13 +77,13 @@ def objective_config(args, clip_model):
                            clip_input_size=clip_model.input_resolution)
 
 
-def build_model(args, device):
+def build_model(args, n_classes, device):
     """CLIMS initialised from the baseline CAM weights; SyncBatchNorm under DDP on GPUs.
 
     torch's SyncBatchNorm runs on CUDA only: DDP on CPU processes (gloo)
     keeps per-process batch statistics, and says so.
     """
-    model = load_weights(CLIMS(), cam_weights_path(args)).to(device)
+    model = load_weights(CLIMS(n_classes), cam_weights_path(args)).to(device)
     if dist.world_size() > 1:
         if device.type == 'cuda':
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -126,7 +126,7 @@ def run(args):
     if steps_per_epoch == 0:
         raise ValueError('%s has %d images, fewer than one batch of %d'
                          % (args.train_list, len(dataset), args.clims_batch_size))
-    model = build_model(args, device)
+    model = build_model(args, source.n_classes, device)
     backbone, head = model.trainable_parameters()
     optimizer, scheduler = reference_poly_sgd(
         [{'params': backbone, 'lr': args.clims_learning_rate},

@@ -115,3 +115,11 @@ def test_checksum_changes_with_the_weights(tmp_path, tiny_clip):
     path = tmp_path / 'other.pt'
     torch.save(state, path)
     assert load_clip(str(path)).checksum != tiny_clip.checksum
+
+
+def test_bfloat16_encoder(ref):
+    model = load_clip(str(TINY), dtype=torch.bfloat16)
+    with torch.no_grad():
+        out = model.encode_image(torch.from_numpy(ref['image']), torch.from_numpy(ref['mask']))
+    assert out.dtype == torch.bfloat16
+    np.testing.assert_allclose(out.float().numpy(), ref['image_features_mask'], atol=2e-2)

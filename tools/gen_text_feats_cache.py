@@ -24,11 +24,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from net.clip_models import (load_clip, read_clip_state_dict, resolve_clip_file,  # noqa: E402
                               tokenize, weights_checksum)
+from coco14.dataset import COCO_CLASS_NAMES  # noqa: E402
 from voc12.devkit import TEXT_CLASS_NAMES  # noqa: E402
 from vqa.results import import_reference_npy, load_results  # noqa: E402
 from vqa.text_features import PROMPT, TextFeatureCache, build_cache, cache_texts  # noqa: E402
 
-CLASS_NAMES = {'voc': TEXT_CLASS_NAMES}
+CLASS_NAMES = {'voc': TEXT_CLASS_NAMES, 'coco': COCO_CLASS_NAMES}
 
 
 def our_cache_path(path):

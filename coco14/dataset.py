@@ -1,0 +1,131 @@
+"""MS COCO 2014 behind the dataset interface (METHOD.md, "Data").
+
+Folder (``--mscoco_root``): ``train2014/``, ``val2014/`` with the images and
+``annotations/instances_{train,val}2014.json``. Image ids are the file stems
+(``COCO_train2014_000000000009``); splits are ``train`` and ``val`` (or a
+list file). Image-level labels and class masks come from the instance
+annotations through pycocotools, with the 80 categories in the standard
+contiguous order. Masks are written ONCE as PNGs in ``SegmentationClass/``
+of the root (like VOC's, so every later stage reads the same thing; 0
+background, 1..80 classes, 255 crowd regions): instances are painted from
+the largest to the smallest, crowd annotations only where no instance is.
+"""
+import contextlib
+import functools
+import io
+import os
+
+import numpy as np
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+
+from data.base import SegmentationSource
+from misc.io import save_png
+
+COCO_CLASS_NAMES = (
+    'person', 'bicycle', 'car', 'motorcycle', 'airplane', 'bus', 'train', 'truck', 'boat',
+    'traffic light', 'fire hydrant', 'stop sign', 'parking meter', 'bench', 'bird', 'cat', 'dog',
+    'horse', 'sheep', 'cow', 'elephant', 'bear', 'zebra', 'giraffe', 'backpack', 'umbrella',
+    'handbag', 'tie', 'suitcase', 'frisbee', 'skis', 'snowboard', 'sports ball', 'kite',
+    'baseball bat', 'baseball glove', 'skateboard', 'surfboard', 'tennis racket', 'bottle',
+    'wine glass', 'cup', 'fork', 'knife', 'spoon', 'bowl', 'banana', 'apple', 'sandwich', 'orange',
+    'broccoli', 'carrot', 'hot dog', 'pizza', 'donut', 'cake', 'chair', 'couch', 'potted plant',
+    'bed', 'dining table', 'toilet', 'tv', 'laptop', 'mouse', 'remote', 'keyboard', 'cell phone',
+    'microwave', 'oven', 'toaster', 'sink', 'refrigerator', 'book', 'clock', 'vase', 'scissors',
+    'teddy bear', 'hair drier', 'toothbrush')
+SPLITS = {'train': 'train2014', 'val': 'val2014'}
+
+
+def annotation_mask(ann, height, width):
+    """Binary mask of one annotation (polygons, RLE or uncompressed RLE)."""
+    seg = ann['segmentation']
+    if isinstance(seg, list):
+        rle = mask_utils.merge(mask_utils.frPyObjects(seg, height, width))
+    elif isinstance(seg.get('counts'), list):
+        rle = mask_utils.frPyObjects(seg, height, width)
+    else:
+        rle = seg
+    return mask_utils.decode(rle).astype(bool)
+
+
+def class_mask(anns, height, width, class_index):
+    """uint8 [H, W]: instances largest first (small ones on top), crowd -> 255 where empty."""
+    out = np.zeros((height, width), np.uint8)
+    crowd = np.zeros((height, width), bool)
+    for ann in sorted(anns, key=lambda a: -a.get('area', 0)):
+        m = annotation_mask(ann, height, width)
+        if ann.get('iscrowd', 0):
+            crowd |= m
+        else:
+            out[m] = class_index[ann['category_id']] + 1
+    out[crowd & (out == 0)] = 255
+    return out
+
+
+class COCO14(SegmentationSource):
+    """The COCO 2014 folder; masks are generated on first use (see module doc)."""
+
+    name = 'coco14'
+    class_names = COCO_CLASS_NAMES
+
+    def __init__(self, root):
+        if not root:
+            raise ValueError('no COCO root given: pass --mscoco_root PATH (the folder with '
+                             'train2014/, val2014/ and annotations/)')
+        self.root = os.path.abspath(root)
+        if not os.path.isdir(os.path.join(self.root, 'annotations')):
+            raise FileNotFoundError('COCO root %s has no annotations/ folder: --mscoco_root must '
+                                    'hold train2014/, val2014/ and annotations/'
+                                    'instances_{train,val}2014.json' % self.root)
+
+    def _folder_of(self, image_id):
+        for folder in SPLITS.values():
+            if '_%s_' % folder in image_id:
+                return folder
+        raise ValueError('%s is not a COCO 2014 image id (COCO_train2014_... / '
+                         'COCO_val2014_...)' % image_id)
+
+    @functools.lru_cache(maxsize=None)
+    def _coco(self, folder):
+        path = os.path.join(self.root, 'annotations', 'instances_%s.json' % folder)
+        if not os.path.isfile(path):
+            raise FileNotFoundError('COCO annotations %s do not exist' % path)
+        with contextlib.redirect_stdout(io.StringIO()):          # pycocotools prints
+            coco = COCO(path)
+        cat_ids = sorted(coco.getCatIds())
+        names = [coco.loadCats(c)[0]['name'] for c in cat_ids]
+        if tuple(names) != COCO_CLASS_NAMES:
+            raise ValueError('%s does not have the 80 COCO categories in the standard order'
+                             % path)
+        by_stem = {os.path.splitext(img['file_name'])[0]: img['id'] for img in coco.dataset['images']}
+        return coco, {c: i for i, c in enumerate(cat_ids)}, by_stem
+
+    def _image_record(self, image_id):
+        coco, index, by_stem = self._coco(self._folder_of(image_id))
+        if image_id not in by_stem:
+            raise KeyError('%s is not in the COCO annotations of %s' % (image_id, self.root))
+        record = coco.loadImgs(by_stem[image_id])[0]
+        return coco, index, record
+
+    def split_ids(self, split):
+        if split not in SPLITS:
+            raise FileNotFoundError('COCO split %r unknown (train, val; or a list file)' % split)
+        _, _, by_stem = self._coco(SPLITS[split])
+        return sorted(by_stem)
+
+    def image_path(self, image_id):
+        return os.path.join(self.root, self._folder_of(image_id), image_id + '.jpg')
+
+    def mask_path(self, image_id):
+        """The PNG mask, written from the annotations the first time it is asked for."""
+        path = os.path.join(self.root, 'SegmentationClass', image_id + '.png')
+        if not os.path.isfile(path):
+            coco, index, record = self._image_record(image_id)
+            anns = coco.loadAnns(coco.getAnnIds(imgIds=record['id']))
+            save_png(path, class_mask(anns, record['height'], record['width'], index))
+        return path
+
+    def image_label_ids(self, image_id):
+        coco, index, record = self._image_record(image_id)
+        anns = coco.loadAnns(coco.getAnnIds(imgIds=record['id']))
+        return tuple(sorted(set(index[a['category_id']] for a in anns)))
