@@ -7,7 +7,9 @@
 # SKIP_TRAIN=1 only makes and evaluates CAMs (e.g. with the authors' res50_qa_clims.pth).
 set -euo pipefail
 
-VOC12_ROOT=${VOC12_ROOT:-data/VOCdevkit/VOC2012}   # folder with JPEGImages, Annotations, ImageSets
+DATASET=${DATASET:-voc12}                           # voc12 or coco14 (run_coco14_*.sh set it)
+VOC12_ROOT=${VOC12_ROOT:-data/VOCdevkit/VOC2012}
+MSCOCO_ROOT=${MSCOCO_ROOT:-data/coco2014}   # folder with JPEGImages, Annotations, ImageSets
 WORK_SPACE=${WORK_SPACE:-work_space/qa_clims_voc12}
 NGPU=${NGPU:-1}                                     # processes (GPUs); torchrun when > 1
 NUM_WORKERS=${NUM_WORKERS:-8}
@@ -32,17 +34,23 @@ CAM_SCALES=${CAM_SCALES:-1.0,0.5,1.5,2.0}
 EVAL_SET=${EVAL_SET:-train}
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+if [ "$DATASET" = coco14 ]; then
+    data=(--dataset coco14 --mscoco_root "$MSCOCO_ROOT")
+else
+    data=(--voc12_root "$VOC12_ROOT")
+fi
 if [ "$NGPU" -gt 1 ]; then
     launch=("$PYTHON" -m torch.distributed.run --nproc_per_node "$NGPU")
 else
     launch=("$PYTHON")
 fi
-common=(--voc12_root "$VOC12_ROOT" --work_space "$WORK_SPACE" --num_workers "$NUM_WORKERS"
+common=("${data[@]}" --work_space "$WORK_SPACE" --num_workers "$NUM_WORKERS"
         --clims_weights_name "$CLIMS_WEIGHTS" --cam_out_dir cams)
 
 if [ "$SKIP_TRAIN" != 1 ]; then
     if [ ! -f "$VQA_FG_CACHE" ] || [ ! -f "$VQA_BG_CACHE" ]; then
-        "$PYTHON" "$repo/tools/gen_text_feats_cache.py" voc --vqa_fg_file "$VQA_FG" \
+        text_set=voc; if [ "$DATASET" = coco14 ]; then text_set=coco; fi
+        "$PYTHON" "$repo/tools/gen_text_feats_cache.py" "$text_set" --vqa_fg_file "$VQA_FG" \
             --vqa_fg_cache_file "$VQA_FG_CACHE" --vqa_bg_file "$VQA_BG" \
             --vqa_bg_cache_file "$VQA_BG_CACHE" --clip "$CLIP"
     fi

@@ -6,7 +6,9 @@
 # Set the variables below (or export them) and run:  bash run_voc12_sem_seg.sh
 set -euo pipefail
 
+DATASET=${DATASET:-voc12}                           # voc12 or coco14 (run_coco14_*.sh set it)
 VOC12_ROOT=${VOC12_ROOT:-data/VOCdevkit/VOC2012}
+MSCOCO_ROOT=${MSCOCO_ROOT:-data/coco2014}
 WORK_SPACE=${WORK_SPACE:-work_space/qa_clims_voc12}
 IMAGENET_WEIGHTS=${IMAGENET_WEIGHTS:-resnet50-19c8e357.pth}   # torchvision ResNet-50, local file
 NGPU=${NGPU:-1}
@@ -25,12 +27,17 @@ EXP_TIMES=${EXP_TIMES:-8}
 SEM_SEG_BG_THRES=${SEM_SEG_BG_THRES:-0.20}
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+if [ "$DATASET" = coco14 ]; then
+    data=(--dataset coco14 --mscoco_root "$MSCOCO_ROOT")
+else
+    data=(--voc12_root "$VOC12_ROOT")
+fi
 if [ "$NGPU" -gt 1 ]; then
     launch=("$PYTHON" -m torch.distributed.run --nproc_per_node "$NGPU")
 else
     launch=("$PYTHON")
 fi
-common=(--voc12_root "$VOC12_ROOT" --work_space "$WORK_SPACE" --num_workers "$NUM_WORKERS"
+common=("${data[@]}" --work_space "$WORK_SPACE" --num_workers "$NUM_WORKERS"
         --cam_out_dir cams --ir_label_out_dir ir_label --sem_seg_out_dir sem_seg
         --irn_weights_name res50_irn.safetensors)
 

@@ -1,12 +1,15 @@
 """MS COCO 2014 through the same steps (--dataset coco14) on a synthetic COCO-format set."""
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
 import run_sample
+from conftest import REPO
 from coco14.dataset import COCO14, COCO_CLASS_NAMES
 from tools.gen_text_feats_cache import main as gen_cache
 from tools.make_demo_coco import COCO_CATEGORY_IDS, generate_demo_coco
@@ -108,3 +111,13 @@ def test_whole_pipeline_on_coco(tmp_path, coco):
     assert 0 <= sem['miou'] <= 1 and 0 <= seg['miou'] <= 1 and len(seg['plain']['iou']) == 81
     fg = json.loads((ws / 'coco_vqa_fg.json').read_text())
     assert set(fg[next(iter(fg))]) <= set(COCO_CLASS_NAMES)
+
+
+def test_run_coco14_seg_script_on_ground_truth(tmp_path, coco):
+    env = dict(os.environ, MSCOCO_ROOT=coco[0], WORK_SPACE=str(tmp_path), PYTHON=sys.executable,
+               NUM_WORKERS='0', LABEL_DIR='gt', BATCH_SIZE='2', CROP_SIZE='64', NUM_ITERS='2',
+               EVAL_SCALES='1.0', CRF='False', OMP_NUM_THREADS='2')
+    subprocess.run(['bash', str(REPO / 'run_coco14_seg.sh')], env=env, check=True,
+                   capture_output=True)
+    result = json.loads((tmp_path / 'eval_seg.json').read_text())
+    assert result['dataset'] == 'coco14' and result['split'] == 'val'

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# DeepLab on the pseudo masks (the paper's final step; not in the reference
+# repository): train on train_aug with $WORK_SPACE/sem_seg, evaluate on val
+# with multi-scale + flip inference, with and without dense CRF.
+# Run run_voc12_sem_seg.sh first with TRAIN_LIST=train_aug so that every
+# training image has a pseudo mask.
+#
+# Set the variables below (or export them) and run:  bash run_voc12_seg.sh
+set -euo pipefail
+
+DATASET=${DATASET:-voc12}                           # voc12 or coco14 (run_coco14_*.sh set it)
+VOC12_ROOT=${VOC12_ROOT:-data/VOCdevkit/VOC2012}
+MSCOCO_ROOT=${MSCOCO_ROOT:-data/coco2014}
+WORK_SPACE=${WORK_SPACE:-work_space/qa_clims_voc12}
+BACKBONE_WEIGHTS=${BACKBONE_WEIGHTS:-resnet101-63fe2227.pth}   # torchvision ResNet-101, local file
+NGPU=${NGPU:-1}
+NUM_WORKERS=${NUM_WORKERS:-8}
+PYTHON=${PYTHON:-python}
+ARCH=${ARCH:-deeplabv2}               # or deeplabv3
+TRAIN_LIST=${TRAIN_LIST:-train_aug}
+LABEL_DIR=${LABEL_DIR:-sem_seg}       # pseudo masks (gt = ground truth, the upper bound)
+BATCH_SIZE=${BATCH_SIZE:-10}
+CROP_SIZE=${CROP_SIZE:-321}
+NUM_ITERS=${NUM_ITERS:-30000}
+LR=${LR:-0.00025}
+WEIGHT_DECAY=${WEIGHT_DECAY:-0.0005}
+EVAL_SET=${EVAL_SET:-val}
+EVAL_SCALES=${EVAL_SCALES:-0.5,0.75,1.0,1.25,1.5}
+CRF=${CRF:-True}
+SUBMISSION=${SUBMISSION:-False}       # True with EVAL_SET=test: the VOC server layout
+AMP=${AMP:-False}
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+if [ "$DATASET" = coco14 ]; then
+    data=(--dataset coco14 --mscoco_root "$MSCOCO_ROOT")
+else
+    data=(--voc12_root "$VOC12_ROOT")
+fi
+if [ "$NGPU" -gt 1 ]; then
+    launch=("$PYTHON" -m torch.distributed.run --nproc_per_node "$NGPU")
+else
+    launch=("$PYTHON")
+fi
+backbone=()
+if [ -f "$BACKBONE_WEIGHTS" ]; then backbone=(--seg_backbone_weights "$BACKBONE_WEIGHTS"); fi
+common=("${data[@]}" --work_space "$WORK_SPACE" --num_workers "$NUM_WORKERS"
+        --seg_arch "$ARCH" --amp "$AMP")
+
+"${launch[@]}" "$repo/run_sample.py" "${common[@]}" "${backbone[@]}" \
+    --seg_train_list "$TRAIN_LIST" --seg_label_dir "$LABEL_DIR" \
+    --seg_batch_size "$BATCH_SIZE" --seg_crop_size "$CROP_SIZE" --seg_num_iters "$NUM_ITERS" \
+    --seg_learning_rate "$LR" --seg_weight_decay "$WEIGHT_DECAY" --train_seg_pass True
+
+"$PYTHON" "$repo/run_sample.py" "${common[@]}" --seg_eval_set "$EVAL_SET" \
+    --seg_eval_scales "$EVAL_SCALES" --seg_crf "$CRF" --seg_submission "$SUBMISSION" \
+    --eval_seg_pass True
