@@ -12,12 +12,12 @@ import os
 import numpy as np
 from tqdm import tqdm
 
-from data import build_source
 from misc import dist
 from misc.crf import crf_inference_label
-from misc.io import load_npz, remove_partial_files, save_png
+from misc.io import load_npz, save_png
 from misc.logutil import get_logger
 from misc.paths import cam_out_dir, in_work_space
+from misc.stage import pending_shard, prepare, require_cam_files
 
 
 def confident_label(img, high_res, keys, fg_thres, bg_thres):
@@ -48,19 +48,10 @@ def _label_one(job):
 
 def run(args):
     log = get_logger()
-    source = build_source(args)
-    ids = source.ids(args.train_list)
+    _, source, ids = prepare(args, args.train_list)
     cam_dir, out_dir = cam_out_dir(args), in_work_space(args, args.ir_label_out_dir)
-    missing = [i for i in ids if not os.path.isfile(os.path.join(cam_dir, i + '.npz'))]
-    if missing:
-        raise FileNotFoundError('%d CAM files of %s are missing in %s (first: %s.npz); run '
-                                'make_cam / make_clims on this list first'
-                                % (len(missing), args.train_list, cam_dir, missing[0]))
-    os.makedirs(out_dir, exist_ok=True)
-    if dist.is_main_process():
-        remove_partial_files(out_dir)
-    todo = [i for i in ids if not os.path.isfile(os.path.join(out_dir, i + '.png'))]
-    shard = todo[dist.rank()::dist.world_size()]
+    require_cam_files(ids, cam_dir, args.train_list)
+    todo, shard = pending_shard(ids, out_dir, '.png')
     log.info('cam_to_ir_label: %d images, %d done, %d in this process -> %s (fg %.2f, bg %.2f)',
              len(ids), len(ids) - len(todo), len(shard), out_dir, args.conf_fg_thres,
              args.conf_bg_thres)

@@ -17,18 +17,10 @@ from misc.io import load_npz, save_json
 from misc.logutil import get_logger
 from misc.metrics import ThresholdSweep, among_predfg_bg, original_early_stop_best
 from misc.paths import cam_out_dir
+from misc.stage import require_cam_files
 from misc.report import iou_table
 
 SWEEP_THRESHOLDS = tuple(i / 100.0 for i in range(5, 60))
-
-
-def require_cam_files(ids, cam_dir):
-    """Fail before any work if CAM files are missing."""
-    missing = [i for i in ids if not os.path.isfile(os.path.join(cam_dir, i + '.npz'))]
-    if missing:
-        raise FileNotFoundError('%d of %d CAM files are missing in %s (first: %s.npz); run '
-                                'make_cam / make_clims on this split first'
-                                % (len(missing), len(ids), cam_dir, missing[0]))
 
 
 def sweep_thresholds(args):
@@ -78,7 +70,7 @@ def run(args):
     source = build_source(args)
     ids = source.ids(args.chainer_eval_set)
     cam_dir = cam_out_dir(args)
-    require_cam_files(ids, cam_dir)
+    require_cam_files(ids, cam_dir, args.chainer_eval_set)
     thresholds = sweep_thresholds(args)
     sweep = accumulate(source, ids, cam_dir, thresholds)
     result = summarise(source, sweep, thresholds, args, len(ids))

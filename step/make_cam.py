@@ -12,20 +12,16 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from data import build_source
-from data.loaders import MultiScaleDataset, check_listed_images
+from data.loaders import MultiScaleDataset
 from misc import dist
 from misc.cam import fuse_multiscale, present_class_cams
-from misc.io import remove_partial_files, save_npz
+from misc.io import save_npz
 from misc.logutil import get_logger
 from misc.paths import cam_out_dir, cam_weights_path
+from misc.stage import pending_shard, prepare
 from misc.training import autocast_context
 from net.checkpoint import load_weights
 from net.resnet50_cam import CAM
-
-
-def pending_ids(ids, out_dir):
-    """Ids whose CAM file does not exist yet (resume)."""
-    return [i for i in ids if not os.path.isfile(os.path.join(out_dir, i + '.npz'))]
 
 
 def image_cams(model, pack, device):
@@ -39,17 +35,8 @@ def image_cams(model, pack, device):
 def write_cams(args, model, out_dir, desc):
     """Shared body of make_cam and make_clims: compute and save the missing CAMs."""
     log = get_logger()
-    device = dist.resolve_device(args.device)
-    dist.init_distributed(device)
-    source = build_source(args)
-    ids = source.ids(args.infer_list)
-    check_listed_images(source, ids, args.infer_list)
-    os.makedirs(out_dir, exist_ok=True)
-    if dist.is_main_process():
-        remove_partial_files(out_dir)
-    dist.barrier()
-    todo = pending_ids(ids, out_dir)
-    shard = todo[dist.rank()::dist.world_size()]
+    device, source, ids = prepare(args, args.infer_list)
+    todo, shard = pending_shard(ids, out_dir, '.npz')
     log.info('%s: %d images, %d already done, %d in this process -> %s',
              desc, len(ids), len(ids) - len(todo), len(shard), out_dir)
     model.to(device).eval()

@@ -16,13 +16,13 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from data import build_source
-from data.loaders import MultiScaleDataset, check_listed_images
+from data.loaders import MultiScaleDataset
 from misc import dist
-from misc.io import load_npz, remove_partial_files, save_png
+from misc.io import load_npz, save_png
 from misc.logutil import get_logger
 from misc.paths import cam_out_dir, in_work_space
 from misc.random_walk import propagate_to_edge
+from misc.stage import pending_shard, prepare, require_cam_files
 from net.checkpoint import load_weights
 from net.resnet50_irn import IRNet, edge_map
 from voc12.devkit import voc_palette
@@ -48,26 +48,13 @@ def pseudo_label(cams, keys, edge, size, args):
 
 def run(args):
     log = get_logger()
-    device = dist.resolve_device(args.device)
-    dist.init_distributed(device)
-    source = build_source(args)
-    ids = source.ids(args.infer_list)
-    check_listed_images(source, ids, args.infer_list)
+    device, source, ids = prepare(args, args.infer_list)
     cam_dir = cam_out_dir(args)
     out_dir = in_work_space(args, args.sem_seg_out_dir)
     color_dir = out_dir + '_color' if args.sem_seg_color else None
-    missing = [i for i in ids if not os.path.isfile(os.path.join(cam_dir, i + '.npz'))]
-    if missing:
-        raise FileNotFoundError('%d CAM files of %s are missing in %s (first: %s.npz); run '
-                                'make_cam / make_clims first'
-                                % (len(missing), args.infer_list, cam_dir, missing[0]))
+    require_cam_files(ids, cam_dir, args.infer_list)
     model = load_weights(IRNet(), in_work_space(args, args.irn_weights_name)).to(device).eval()
-    os.makedirs(out_dir, exist_ok=True)
-    if dist.is_main_process():
-        remove_partial_files(out_dir)
-    dist.barrier()
-    todo = [i for i in ids if not os.path.isfile(os.path.join(out_dir, i + '.png'))]
-    shard = todo[dist.rank()::dist.world_size()]
+    todo, shard = pending_shard(ids, out_dir, '.png')
     log.info('make_sem_seg: %d images, %d done, %d in this process -> %s (beta %g, exp_times %d, '
              'bg %.2f)', len(ids), len(ids) - len(todo), len(shard), out_dir, args.beta,
              args.exp_times, args.sem_seg_bg_thres)

@@ -12,11 +12,11 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from data import build_source
-from data.loaders import ClassificationDataset, check_listed_images
+from data.loaders import ClassificationDataset
 from misc import dist
 from misc.logutil import get_logger
 from misc.paths import cam_weights_path, train_state_path
+from misc.stage import prepare
 from misc.torchutils import reference_poly_sgd
 from misc.training import (autocast_context, epoch_loader, load_train_state, per_rank_batch,
                             save_train_state)
@@ -57,12 +57,7 @@ def validate(model, dataset, args, device):
 
 def run(args):
     log = get_logger()
-    device = dist.resolve_device(args.device)
-    dist.init_distributed(device)
-    torch.manual_seed(args.seed)
-    source = build_source(args)
-    train_ids = source.ids(args.train_list)
-    check_listed_images(source, train_ids, args.train_list)
+    device, source, train_ids = prepare(args, args.train_list, seed=True)
     dataset = ClassificationDataset(source, train_ids, resize_long=args.cam_resize_long,
                                     hor_flip=True, crop_size=args.cam_crop_size,
                                     crop_method='random')

@@ -13,12 +13,12 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from data import build_source
-from data.loaders import AffinityDataset, ClassificationDataset, check_listed_images
+from data.loaders import AffinityDataset, ClassificationDataset
 from misc import dist
 from misc.logutil import get_logger
 from misc.path_index import PathIndex
 from misc.paths import in_work_space, train_state_path
+from misc.stage import prepare
 from misc.torchutils import reference_poly_sgd
 from misc.training import (autocast_context, epoch_loader, load_train_state, per_rank_batch,
                            save_train_state)
@@ -57,12 +57,7 @@ def estimate_mean_shift(irnet, source, args, device):
 
 def run(args):
     log = get_logger()
-    device = dist.resolve_device(args.device)
-    dist.init_distributed(device)
-    torch.manual_seed(args.seed)
-    source = build_source(args)
-    ids = source.ids(args.train_list)
-    check_listed_images(source, ids, args.train_list)
+    device, source, ids = prepare(args, args.train_list, seed=True)
     path_index = PathIndex(radius=10, default_size=(args.irn_crop_size // 4,
                                                      args.irn_crop_size // 4))
     dataset = AffinityDataset(source, ids, in_work_space(args, args.ir_label_out_dir),

@@ -13,11 +13,11 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from data import build_source
-from data.loaders import ClassificationDataset, check_listed_images
+from data.loaders import ClassificationDataset
 from misc import dist
 from misc.logutil import get_logger
 from misc.paths import cam_weights_path, clims_weights_path, in_work_space, train_state_path
+from misc.stage import prepare
 from misc.torchutils import reference_poly_sgd
 from misc.training import autocast_context, epoch_loader, load_train_state, per_rank_batch, \
     save_train_state, tensorboard_writer
@@ -110,12 +110,7 @@ def train_step(model, pack, clip_model, bank, cfg, optimizer, scheduler, scaler,
 
 def run(args):
     log = get_logger()
-    device = dist.resolve_device(args.device)
-    dist.init_distributed(device)
-    torch.manual_seed(args.seed)
-    source = build_source(args)
-    ids = source.ids(args.train_list)
-    check_listed_images(source, ids, args.train_list)
+    device, source, ids = prepare(args, args.train_list, seed=True)
     clip_model = training_clip(args, device)
     bank = text_bank_for(source, ids, clip_model, args, device)
     cfg = objective_config(args, clip_model)

@@ -16,11 +16,11 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from data import build_source
-from data.loaders import SegmentationTrainDataset, check_listed_images
+from data.loaders import SegmentationTrainDataset
 from misc import dist
 from misc.logutil import get_logger
 from misc.paths import in_work_space, train_state_path
+from misc.stage import prepare
 from misc.torchutils import poly_lr_lambda
 from misc.training import autocast_context, epoch_loader, load_train_state, per_rank_batch, \
     save_train_state, tensorboard_writer
@@ -58,12 +58,7 @@ def optimizer_for(model, args):
 
 def run(args):
     log = get_logger()
-    device = dist.resolve_device(args.device)
-    dist.init_distributed(device)
-    torch.manual_seed(args.seed)
-    source = build_source(args)
-    ids = source.ids(args.seg_train_list)
-    check_listed_images(source, ids, args.seg_train_list)
+    device, source, ids = prepare(args, args.seg_train_list, seed=True)
     dataset = SegmentationTrainDataset(source, ids, label_dir(args), args.seg_crop_size,
                                        args.seg_scale_range)
     batch = per_rank_batch(args.seg_batch_size, '--seg_batch_size')

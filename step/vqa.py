@@ -16,12 +16,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from data import build_source
-from data.loaders import check_listed_images
 from misc import dist
-from misc.io import atomic_write, load_json, remove_partial_files, save_json
+from misc.io import atomic_write, load_json, save_json
 from misc.logutil import get_logger
 from misc.paths import in_work_space
+from misc.stage import pending_shard, prepare
 from vqa.blip import BlipVQA
 from vqa.lemmatize import make_lemmatizer
 from vqa.results import BG_QUESTIONS, FG_QUESTIONS, validate_results
@@ -88,18 +87,9 @@ def export_reference_npy(results, path):
 
 def run(args):
     log = get_logger()
-    device = dist.resolve_device(args.device)
-    dist.init_distributed(device)
-    source = build_source(args)
-    ids = source.ids(args.vqa_list or args.train_list)
-    check_listed_images(source, ids, args.vqa_list or args.train_list)
+    device, source, ids = prepare(args, args.vqa_list or args.train_list)
     parts_dir = in_work_space(args, args.vqa_parts_dir)
-    os.makedirs(parts_dir, exist_ok=True)
-    if dist.is_main_process():
-        remove_partial_files(parts_dir)
-    dist.barrier()
-    todo = [i for i in ids if not os.path.isfile(os.path.join(parts_dir, i + '.json'))]
-    shard = todo[dist.rank()::dist.world_size()]
+    todo, shard = pending_shard(ids, parts_dir, '.json')
     lemmatizer_name, lemmatize = make_lemmatizer(args.vqa_lemmatizer)
     log.info('vqa: %d images, %d done, %d in this process (model %s, lemmatiser %s)',
              len(ids), len(ids) - len(todo), len(shard), args.vqa_model, lemmatizer_name)

@@ -99,7 +99,7 @@ def test_eval_cam_on_our_cams_gives_reference_miou(clims_cams):
 
 def test_eval_cam_names_missing_cam_files(tmp_path):
     (tmp_path / 'cams').mkdir()
-    with pytest.raises(FileNotFoundError, match='6 of 6 CAM files are missing'):
+    with pytest.raises(FileNotFoundError, match='6 of 6 CAM files of trainval are missing'):
         sample(tmp_path, '--eval_cam_pass', 'True', '--chainer_eval_set', 'trainval')
 
 

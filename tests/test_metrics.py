@@ -1,7 +1,6 @@
 """Tests of misc/metrics.py against the reference fixtures (eval_cam, eval_sem_seg)."""
 import json
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
