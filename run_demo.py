@@ -28,7 +28,7 @@ from tools.visualize import write_cam_panels, write_label_panels
 
 BASELINE_STAGES = ('train_cam', 'make_cam', 'eval_cam')
 QA_CLIMS_STAGES = ('train_qa_clims', 'make_clims', 'eval_cam', 'cam_to_ir_label', 'train_irn',
-                   'make_sem_seg', 'eval_sem_seg')
+                   'make_sem_seg', 'eval_sem_seg', 'train_seg', 'eval_seg')
 
 
 def demo_arguments(out, voc_root, clip_file, opts, stages, cam_out_dir):
@@ -51,7 +51,10 @@ def demo_arguments(out, voc_root, clip_file, opts, stages, cam_out_dir):
         '--vqa_bg_cache_file', os.path.join(ws, 'vqa_bg_cache.safetensors'),
         '--irn_backbone_weights', 'res50_cam.safetensors', '--irn_crop_size', str(opts.crop),
         '--irn_batch_size', '8', '--irn_num_epoches', str(opts.irn_epochs),
-        '--sem_seg_color', 'True']
+        '--sem_seg_color', 'True',
+        '--seg_train_list', 'train', '--seg_label_dir', 'sem_seg', '--seg_batch_size', '4',
+        '--seg_crop_size', str(opts.crop), '--seg_num_iters', str(opts.seg_iters),
+        '--seg_grad_clip', '10', '--seg_eval_set', 'val', '--seg_eval_scales', '1.0']
     for stage in stages:
         argv += ['--%s_pass' % stage, 'True']
     return build_parser().parse_args(argv)
@@ -68,23 +71,30 @@ def report(source, args, baseline, results, voc_root, panels):
     """Print the CAM / pseudo-mask IoU table and where the outputs are."""
     cam, sem = results['eval_cam'], results['eval_sem_seg']
     log = get_logger()
+    seg = results['eval_seg']
     log.info('\nDemo results on the synthetic train split (%d images):\n%s\n'
-             'CAM threshold %.2f; best threshold: baseline %.2f (%.2f%%), QA-CLIMS %.2f (%.2f%%)',
+             'CAM threshold %.2f; best threshold: baseline %.2f (%.2f%%), QA-CLIMS %.2f (%.2f%%)\n'
+             'Segmentation network (%s on the pseudo masks) on the val split (%d images):\n%s',
              cam['n_images'],
              comparison_table(source.label_names, [
                  ('baseline CAM', baseline['iou'], baseline['miou']),
                  ('QA-CLIMS CAM', cam['iou'], cam['miou']),
                  ('pseudo mask', sem['iou'], sem['miou'])]),
              cam['threshold'], baseline['best']['threshold'], 100 * baseline['best']['miou'],
-             cam['best']['threshold'], 100 * cam['best']['miou'])
+             cam['best']['threshold'], 100 * cam['best']['miou'], args.seg_arch,
+             seg['n_images'], comparison_table(source.label_names, [
+                 ('DeepLab', seg['plain']['iou'], seg['plain']['miou'])]))
     ws = args.work_space
     log.info('Outputs:\n  dataset        %s\n  CAM weights    %s, %s\n  CAMs           %s\n'
-             '  IRNet weights  %s\n  pseudo masks   %s (+ _color)\n  evaluations    %s, %s\n'
+             '  IRNet weights  %s\n  pseudo masks   %s (+ _color)\n  DeepLab        %s, '
+             'predictions %s (+ _color)\n  evaluations    %s, %s, %s\n'
              '  log            %s\n  panels         %s',
              voc_root, os.path.join(ws, args.cam_weights_name),
              os.path.join(ws, args.clims_weights_name), cam_out_dir(args),
              os.path.join(ws, args.irn_weights_name), os.path.join(ws, args.sem_seg_out_dir),
+             os.path.join(ws, args.seg_weights_name), os.path.join(ws, args.seg_out_dir),
              os.path.join(ws, 'eval_cam.json'), os.path.join(ws, 'eval_sem_seg.json'),
+             os.path.join(ws, 'eval_seg.json'),
              os.path.join(ws, args.log_name + '.log'), '\n                 '.join(panels))
 
 
@@ -98,6 +108,7 @@ def main(argv=None):
     p.add_argument('--crop', type=int, default=128)
     p.add_argument('--clims_epochs', type=int, default=5)
     p.add_argument('--irn_epochs', type=int, default=20)
+    p.add_argument('--seg_iters', type=int, default=60)
     p.add_argument('--lr', type=float, default=0.1)
     p.add_argument('--device', default='auto')
     p.add_argument('--num_workers', type=int, default=0)

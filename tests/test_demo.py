@@ -8,7 +8,7 @@ from misc.report import comparison_table, iou_table
 
 def test_demo_runs_end_to_end(tmp_path, capsys):
     run_demo.main(['--out', str(tmp_path), '--n_images', '15', '--epochs', '1', '--crop', '96',
-                   '--clims_epochs', '1', '--irn_epochs', '1', '--device', 'cpu'])
+                   '--clims_epochs', '1', '--irn_epochs', '1', '--seg_iters', '2', '--device', 'cpu'])
     out = capsys.readouterr().out
     assert 'QA-CLIMS CAM' in out and 'pseudo mask' in out and 'Demo finished' in out
     assert (tmp_path / 'work_space' / 'res50_qa_clims.safetensors').is_file()
@@ -20,6 +20,8 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert len(list((ws / 'sem_seg_color').glob('*.png'))) == sem['n_images']
     assert len(sorted((tmp_path / 'overlays').glob('*.png'))) == 4
     assert len(sorted((tmp_path / 'overlays_sem_seg').glob('*.png'))) == 4
+    assert 'DeepLab' in out
+    assert 0.0 <= json.loads((ws / 'eval_seg.json').read_text())['miou'] <= 1.0
 
 
 def test_iou_table_marks_and_skips_absent_classes():
