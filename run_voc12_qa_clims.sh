@@ -33,17 +33,7 @@ CROP_SIZE=${CROP_SIZE:-512}
 CAM_SCALES=${CAM_SCALES:-1.0,0.5,1.5,2.0}
 EVAL_SET=${EVAL_SET:-train}
 
-repo="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-if [ "$DATASET" = coco14 ]; then
-    data=(--dataset coco14 --mscoco_root "$MSCOCO_ROOT")
-else
-    data=(--voc12_root "$VOC12_ROOT")
-fi
-if [ "$NGPU" -gt 1 ]; then
-    launch=("$PYTHON" -m torch.distributed.run --nproc_per_node "$NGPU")
-else
-    launch=("$PYTHON")
-fi
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/scripts/flow_common.sh"
 common=("${data[@]}" --work_space "$WORK_SPACE" --num_workers "$NUM_WORKERS"
         --clims_weights_name "$CLIMS_WEIGHTS" --cam_out_dir cams)
 

@@ -30,17 +30,7 @@ CRF=${CRF:-True}
 SUBMISSION=${SUBMISSION:-False}       # True with EVAL_SET=test: the VOC server layout
 AMP=${AMP:-False}
 
-repo="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-if [ "$DATASET" = coco14 ]; then
-    data=(--dataset coco14 --mscoco_root "$MSCOCO_ROOT")
-else
-    data=(--voc12_root "$VOC12_ROOT")
-fi
-if [ "$NGPU" -gt 1 ]; then
-    launch=("$PYTHON" -m torch.distributed.run --nproc_per_node "$NGPU")
-else
-    launch=("$PYTHON")
-fi
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/scripts/flow_common.sh"
 backbone=()
 if [ -f "$BACKBONE_WEIGHTS" ]; then backbone=(--seg_backbone_weights "$BACKBONE_WEIGHTS"); fi
 common=("${data[@]}" --work_space "$WORK_SPACE" --num_workers "$NUM_WORKERS"

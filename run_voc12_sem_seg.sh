@@ -26,17 +26,7 @@ BETA=${BETA:-10}
 EXP_TIMES=${EXP_TIMES:-8}
 SEM_SEG_BG_THRES=${SEM_SEG_BG_THRES:-0.20}
 
-repo="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-if [ "$DATASET" = coco14 ]; then
-    data=(--dataset coco14 --mscoco_root "$MSCOCO_ROOT")
-else
-    data=(--voc12_root "$VOC12_ROOT")
-fi
-if [ "$NGPU" -gt 1 ]; then
-    launch=("$PYTHON" -m torch.distributed.run --nproc_per_node "$NGPU")
-else
-    launch=("$PYTHON")
-fi
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/scripts/flow_common.sh"
 common=("${data[@]}" --work_space "$WORK_SPACE" --num_workers "$NUM_WORKERS"
         --cam_out_dir cams --ir_label_out_dir ir_label --sem_seg_out_dir sem_seg
         --irn_weights_name res50_irn.safetensors)
