@@ -53,7 +53,7 @@ def demo_arguments(out, voc_root, clip_file, opts, stages, cam_out_dir):
         '--irn_batch_size', '8', '--irn_num_epoches', str(opts.irn_epochs),
         '--sem_seg_color', 'True',
         '--seg_train_list', 'train', '--seg_label_dir', 'sem_seg', '--seg_batch_size', '4',
-        '--seg_crop_size', str(opts.crop), '--seg_num_iters', str(opts.seg_iters),
+        '--seg_crop_size', str(opts.seg_crop), '--seg_num_iters', str(opts.seg_iters),
         '--seg_grad_clip', '10', '--seg_eval_set', 'val', '--seg_eval_scales', '1.0']
     for stage in stages:
         argv += ['--%s_pass' % stage, 'True']
@@ -108,7 +108,8 @@ def main(argv=None):
     p.add_argument('--crop', type=int, default=128)
     p.add_argument('--clims_epochs', type=int, default=5)
     p.add_argument('--irn_epochs', type=int, default=20)
-    p.add_argument('--seg_iters', type=int, default=60)
+    p.add_argument('--seg_iters', type=int, default=40)
+    p.add_argument('--seg_crop', type=int, default=96)
     p.add_argument('--lr', type=float, default=0.1)
     p.add_argument('--device', default='auto')
     p.add_argument('--num_workers', type=int, default=0)

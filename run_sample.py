@@ -118,9 +118,13 @@ def build_parser():
     g.add_argument('--vqa_bg_cache_file', default='voc_vqa_bg_blip_ViT-L-14_cache.safetensors')
 
     g = p.add_argument_group('segmentation network (METHOD.md stage 10)')
-    g.add_argument('--seg_arch', default='deeplabv2', choices=['deeplabv2', 'deeplabv3'])
+    g.add_argument('--seg_arch', default='deeplabv2',
+                   choices=['deeplabv2', 'deeplabv2_caffe', 'deeplabv3'],
+                   help='deeplabv2 (torchvision ResNet-101 weights), deeplabv2_caffe (a converted '
+                   'DeepLab initialisation), deeplabv3')
     g.add_argument('--seg_backbone_weights', default=None,
-                   help='torchvision ResNet-101 weights file (or a converted DeepLab init)')
+                   help='torchvision resnet101-*.pth (deeplabv2, deeplabv3) or a converted DeepLab '
+                   'initialisation in deeplab-pytorch\'s layout (deeplabv2_caffe)')
     g.add_argument('--seg_train_list', default='train_aug')
     g.add_argument('--seg_label_dir', default='sem_seg',
                    help='pseudo masks to train on (bare name in work_space); gt = ground truth')

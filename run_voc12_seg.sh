@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # DeepLab on the pseudo masks (the paper's final step; not in the reference
 # repository): train on train_aug with $WORK_SPACE/sem_seg, evaluate on val
-# with multi-scale + flip inference, with and without dense CRF.
+# with multi-scale + flip inference, with and without dense CRF (both stages
+# use NGPU processes: DDP training, evaluation sharded over the processes).
 # Run run_voc12_sem_seg.sh first with TRAIN_LIST=train_aug so that every
 # training image has a pseudo mask.
 #
@@ -13,10 +14,11 @@ VOC12_ROOT=${VOC12_ROOT:-data/VOCdevkit/VOC2012}
 MSCOCO_ROOT=${MSCOCO_ROOT:-data/coco2014}
 WORK_SPACE=${WORK_SPACE:-work_space/qa_clims_voc12}
 BACKBONE_WEIGHTS=${BACKBONE_WEIGHTS:-resnet101-63fe2227.pth}   # torchvision ResNet-101, local file
+                                    # (or deeplabv1_resnet101.pth with ARCH=deeplabv2_caffe)
 NGPU=${NGPU:-1}
 NUM_WORKERS=${NUM_WORKERS:-8}
 PYTHON=${PYTHON:-python}
-ARCH=${ARCH:-deeplabv2}               # or deeplabv3
+ARCH=${ARCH:-deeplabv2}               # deeplabv2_caffe (converted DeepLab init) or deeplabv3
 TRAIN_LIST=${TRAIN_LIST:-train_aug}
 LABEL_DIR=${LABEL_DIR:-sem_seg}       # pseudo masks (gt = ground truth, the upper bound)
 BATCH_SIZE=${BATCH_SIZE:-10}
@@ -41,6 +43,6 @@ common=("${data[@]}" --work_space "$WORK_SPACE" --num_workers "$NUM_WORKERS"
     --seg_batch_size "$BATCH_SIZE" --seg_crop_size "$CROP_SIZE" --seg_num_iters "$NUM_ITERS" \
     --seg_learning_rate "$LR" --seg_weight_decay "$WEIGHT_DECAY" --train_seg_pass True
 
-"$PYTHON" "$repo/run_sample.py" "${common[@]}" --seg_eval_set "$EVAL_SET" \
+"${launch[@]}" "$repo/run_sample.py" "${common[@]}" --seg_eval_set "$EVAL_SET" \
     --seg_eval_scales "$EVAL_SCALES" --seg_crf "$CRF" --seg_submission "$SUBMISSION" \
     --eval_seg_pass True

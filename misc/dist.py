@@ -54,3 +54,12 @@ def resolve_device(name):
     if device.type == 'cuda' and device.index is None:
         device = torch.device('cuda', int(os.environ.get('LOCAL_RANK', '0')))
     return device
+
+
+def all_reduce_sum(array, device):
+    """Element-wise sum of a numpy array over all processes (itself when alone)."""
+    if not dist.is_initialized():
+        return array
+    tensor = torch.from_numpy(array).to(device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor.cpu().numpy()

@@ -9,6 +9,7 @@ are read with ``weights_only=True`` and reduced to the canonical names.
 import os
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save
 
 from misc.io import atomic_write
@@ -81,9 +82,17 @@ def load_backbone(resnet, path, prefix='resnet50.'):
     return resnet
 
 
-def save_weights(model, path):
-    """Atomically write the model's state dict as safetensors."""
+def save_weights(model, path, metadata=None):
+    """Atomically write the model's state dict as safetensors (``metadata``: str -> str)."""
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    data = save(state)
+    data = save(state, metadata)
     with atomic_write(path) as f:
         f.write(data)
+
+
+def read_weights_metadata(path):
+    """The metadata of a safetensors file ({} for other formats or none stored)."""
+    if not path.endswith('.safetensors') or not os.path.isfile(path):
+        return {}
+    with safe_open(path, framework='pt') as f:
+        return dict(f.metadata() or {})

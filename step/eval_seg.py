@@ -2,10 +2,14 @@
 
 Multi-scale (``--seg_eval_scales``) + flip inference: softmax probabilities
 averaged over the scales and flips at the image size; optionally refined by
-a dense CRF (``--seg_crf True``, DeepLab's settings). Writes the predictions
-(grayscale and VOC-palette PNGs), ``work_space/eval_seg.json`` with mIoU and
-per-class IoU (and the CRF variant), and, with ``--seg_submission True``, the
-VOC server layout ``results/VOC2012/Segmentation/comp6_test_cls/<id>.png``
+a dense CRF (``--seg_crf True``, DeepLab's settings). Predictions are written
+per image and atomically (``<seg_out_dir>/`` without CRF, ``<seg_out_dir>_crf/``
+with it, ``<seg_out_dir>_color/`` the final one in the VOC palette), so a
+killed run resumes where it stopped; under torchrun every process predicts its
+own share of the images and the confusion matrices are summed over processes.
+``work_space/eval_seg.json`` holds mIoU and per-class IoU (and the CRF
+variant). With ``--seg_submission True`` the final predictions are also written
+in the VOC server layout ``results/VOC2012/Segmentation/comp6_test_cls/<id>.png``
 (for a split without ground truth, e.g. ``test``, only the PNGs are written).
 """
 import os
@@ -15,23 +19,23 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from data import build_source
-from data.loaders import check_listed_images
 from misc import dist, imutils
 from misc.crf import crf_inference_prob
-from misc.io import save_json, save_png
+from misc.io import read_label_png, remove_partial_files, save_json, save_png
 from misc.logutil import get_logger
 from misc.metrics import confusion_matrix, iou_from_confusion, mean_iou
 from misc.paths import in_work_space
 from misc.report import comparison_table
-from net.checkpoint import load_weights
+from misc.stage import pending_shard, prepare
+from misc.training import autocast_context
+from net.checkpoint import load_weights, read_weights_metadata
 from net.deeplab import ARCHITECTURES
 from voc12.devkit import voc_palette
 
 SUBMISSION_DIR = os.path.join('results', 'VOC2012', 'Segmentation', 'comp6_test_cls')
 
 
-def multiscale_probs(model, img, scales, device):
+def multiscale_probs(model, img, scales, device, amp=False):
     """Softmax probabilities [C, H, W] averaged over scales and horizontal flips."""
     h, w = img.shape[:2]
     total = None
@@ -39,12 +43,13 @@ def multiscale_probs(model, img, scales, device):
         scaled = img if s == 1 else imutils.pil_rescale(img, s, 3)
         x = torch.from_numpy(np.ascontiguousarray(
             imutils.hwc_to_chw(imutils.imagenet_normalize(scaled))))[None].to(device)
-        logits = model(torch.cat([x, x.flip(-1)]))
+        with autocast_context(device, amp):
+            logits = model(torch.cat([x, x.flip(-1)])).float()
         logits = logits[0:1] + logits[1:2].flip(-1)
         probs = F.softmax(F.interpolate(logits / 2, (h, w), mode='bilinear',
                                         align_corners=False), dim=1)[0]
         total = probs if total is None else total + probs
-    return (total / len(scales)).float().cpu().numpy()
+    return (total / len(scales)).cpu().numpy()
 
 
 def predictions(probs, img, use_crf):
@@ -53,6 +58,57 @@ def predictions(probs, img, use_crf):
     if use_crf:
         out['crf'] = crf_inference_prob(img, probs).argmax(0).astype(np.uint8)
     return out
+
+
+def prediction_dirs(args, variants):
+    """{variant: folder of its grayscale PNGs}."""
+    out_dir = in_work_space(args, args.seg_out_dir)
+    return {v: out_dir if v == 'plain' else out_dir + '_' + v for v in variants}
+
+
+def load_model(args, n_class, device):
+    """The trained network; a weights file that records another architecture is refused."""
+    path = in_work_space(args, args.seg_weights_name)
+    trained_as = read_weights_metadata(path).get('arch')
+    if trained_as is not None and trained_as != args.seg_arch:
+        raise ValueError('%s was trained with --seg_arch %s; evaluate it with --seg_arch %s'
+                         % (path, trained_as, trained_as))
+    model = load_weights(ARCHITECTURES[args.seg_arch](n_class), path)
+    return model.to(device).eval()
+
+
+def predict_images(model, source, ids, args, dirs, device):
+    """Write every variant's PNG (the final variant's grayscale PNG last: it marks
+    the image done), the colour PNG and the submission copy."""
+    variants = list(dirs)
+    final = variants[-1]
+    palette = voc_palette()
+    with torch.no_grad():
+        for image_id in tqdm(ids, desc='eval_seg', dynamic_ncols=True,
+                             disable=not dist.is_main_process()):
+            img = source.read_image(image_id)
+            probs = multiscale_probs(model, img, args.seg_eval_scales, device, args.amp)
+            preds = predictions(probs, img, args.seg_crf)
+            save_png(os.path.join(dirs[final] + '_color', image_id + '.png'), preds[final],
+                     palette)
+            if args.seg_submission:
+                save_png(os.path.join(args.work_space, SUBMISSION_DIR, image_id + '.png'),
+                         preds[final], palette)
+            for variant in variants:
+                save_png(os.path.join(dirs[variant], image_id + '.png'), preds[variant])
+
+
+def summed_confusions(source, ids, dirs, n_class, device):
+    """{variant: confusion matrix over ``ids``}: each process reads its share of
+    the written predictions, the matrices are summed over processes."""
+    confusions = {}
+    for variant, folder in dirs.items():
+        conf = np.zeros((n_class, n_class), np.int64)
+        for image_id in ids[dist.rank()::dist.world_size()]:
+            pred = read_label_png(os.path.join(folder, image_id + '.png'))
+            conf += confusion_matrix(pred, source.read_mask(image_id), n_class)
+        confusions[variant] = dist.all_reduce_sum(conf, device)
+    return confusions
 
 
 def scores(confusions, label_names):
@@ -67,41 +123,32 @@ def scores(confusions, label_names):
 
 def run(args):
     log = get_logger()
-    device = dist.resolve_device(args.device)
-    source = build_source(args)
-    ids = source.ids(args.seg_eval_set)
-    check_listed_images(source, ids, args.seg_eval_set)
+    device, source, ids = prepare(args, args.seg_eval_set)
     n_class = source.n_classes + 1
-    model = ARCHITECTURES[args.seg_arch](n_class)
-    model = load_weights(model, in_work_space(args, args.seg_weights_name)).to(device).eval()
-    out_dir = in_work_space(args, args.seg_out_dir)
-    has_gt = all(os.path.isfile(source.mask_path(i)) for i in ids)
+    model = load_model(args, n_class, device)
     variants = ['plain'] + (['crf'] if args.seg_crf else [])
-    confusions = {v: np.zeros((n_class, n_class), np.int64) for v in variants}
-    palette = voc_palette()
-    with torch.no_grad():
-        for image_id in tqdm(ids, desc='eval_seg', dynamic_ncols=True):
-            img = source.read_image(image_id)
-            preds = predictions(multiscale_probs(model, img, args.seg_eval_scales, device), img,
-                                args.seg_crf)
-            final = preds[variants[-1]]
-            save_png(os.path.join(out_dir, image_id + '.png'), final)
-            save_png(os.path.join(out_dir + '_color', image_id + '.png'), final, palette)
-            if args.seg_submission:
-                save_png(os.path.join(args.work_space, SUBMISSION_DIR, image_id + '.png'), final,
-                         palette)
-            if has_gt:
-                gt = source.read_mask(image_id)
-                for key, pred in preds.items():
-                    confusions[key] += confusion_matrix(pred, gt, n_class)
-    if not has_gt:
-        log.info('eval_seg: %s has no ground truth; predictions -> %s', args.seg_eval_set, out_dir)
+    dirs = prediction_dirs(args, variants)
+    if dist.is_main_process():
+        for folder in list(dirs.values()) + [dirs[variants[-1]] + '_color']:
+            remove_partial_files(folder)
+    todo, shard = pending_shard(ids, dirs[variants[-1]], '.png')
+    log.info('eval_seg: %d images of %s, %d already predicted, %d in this process -> %s',
+             len(ids), args.seg_eval_set, len(ids) - len(todo), len(shard), dirs[variants[-1]])
+    predict_images(model, source, shard, args, dirs, device)
+    dist.barrier()
+    if not all(os.path.isfile(source.mask_path(i)) for i in ids):
+        log.info('eval_seg: %s has no ground truth; predictions -> %s', args.seg_eval_set,
+                 dirs[variants[-1]])
         return None
+    confusions = summed_confusions(source, ids, dirs, n_class, device)
     result = {'dataset': source.name, 'split': args.seg_eval_set, 'n_images': len(ids),
               'arch': args.seg_arch, 'scales': list(args.seg_eval_scales),
               **scores(confusions, source.label_names)}
     result['miou'] = result[variants[-1]]['miou']
-    save_json(os.path.join(args.work_space, 'eval_seg.json'), result)
-    log.info('eval_seg on %s (%d images):\n%s', args.seg_eval_set, len(ids), comparison_table(
-        source.label_names, [(v, result[v]['iou'], result[v]['miou']) for v in variants]))
+    if dist.is_main_process():
+        save_json(os.path.join(args.work_space, 'eval_seg.json'), result)
+        log.info('eval_seg on %s (%d images):\n%s', args.seg_eval_set, len(ids),
+                 comparison_table(source.label_names,
+                                  [(v, result[v]['iou'], result[v]['miou']) for v in variants]))
+    dist.barrier()
     return result

@@ -1,14 +1,17 @@
 """Segmentation network on the pseudo masks (METHOD.md stage 10; not in the
 reference repository).
 
-DeepLabV2 (ResNet-101, ASPP 6/12/18/24 summed) or torchvision's DeepLabV3,
-trained on ``--seg_train_list`` (train_aug) with the masks of
-``--seg_label_dir`` (the pseudo masks of make_sem_seg; ``gt`` for the
-ground truth): random scale, flip, crop, cross-entropy with 255 ignored,
-SGD momentum 0.9, weight decay 5e-4, poly 0.9 over ``--seg_num_iters``,
-head lr x10 (``--seg_grad_clip`` clips the gradient norm: off by default, useful
-from a random initialisation). Resumable after every pass over the data; DDP + SyncBatchNorm
-(on GPUs) under torchrun; AMP with ``--amp``; TensorBoard when installed.
+DeepLabV2 (ResNet-101, ASPP 6/12/18/24 summed; ``deeplabv2_caffe`` for a
+converted DeepLab initialisation) or torchvision's DeepLabV3, trained on
+``--seg_train_list`` (train_aug) with the masks of ``--seg_label_dir`` (the
+pseudo masks of make_sem_seg; ``gt`` for the ground truth): random scale,
+flip, crop, cross-entropy with 255 ignored, SGD momentum 0.9, poly 0.9 over
+``--seg_num_iters``, DeepLab's solver groups (backbone lr, ASPP weights 10 lr,
+ASPP biases 20 lr without weight decay; see ``net.deeplab``). ``--seg_grad_clip``
+clips the gradient norm: off by default, useful from a random initialisation.
+Resumable after every pass over the data; DDP under torchrun (SyncBatchNorm on
+GPUs for DeepLabV3; DeepLabV2's BatchNorm is frozen); AMP with ``--amp``;
+TensorBoard when installed. The weights file records the architecture.
 """
 import torch
 import torch.nn.functional as F
@@ -26,7 +29,7 @@ from misc.training import autocast_context, epoch_loader, load_train_state, per_
     save_train_state, tensorboard_writer
 from net.checkpoint import save_weights
 from net.deeplab import build_segmentation_model
-from net.resnet50 import estimate_batchnorm_statistics
+from net.resnet50 import FixedBatchNorm, estimate_batchnorm_statistics
 
 
 def label_dir(args):
@@ -41,17 +44,26 @@ def build_model(args, source, dataset, device):
     if not args.seg_backbone_weights:
         loader = DataLoader(dataset, batch_size=min(len(dataset), 8), shuffle=False)
         estimate_batchnorm_statistics(model, (p['img'].to(device) for p in loader))
-    if dist.world_size() > 1 and device.type == 'cuda':
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if dist.world_size() > 1 and uses_batch_statistics(model):
+        if device.type == 'cuda':
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        else:
+            log.warning('WARNING: DDP on CPU: BatchNorm statistics are per process '
+                        '(SyncBatchNorm needs CUDA)')
     return model
 
 
+def uses_batch_statistics(model):
+    """True when some BatchNorm normalises with batch statistics in training
+    (DeepLabV3); DeepLabV2's BatchNorm is frozen and must not become SyncBatchNorm."""
+    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+               and not isinstance(m, FixedBatchNorm) for m in model.modules())
+
+
 def optimizer_for(model, args):
-    backbone, head = model.parameter_groups()
-    optimizer = torch.optim.SGD(
-        [{'params': [p for p in backbone if p.requires_grad], 'lr': args.seg_learning_rate},
-         {'params': head, 'lr': 10 * args.seg_learning_rate}],
-        lr=args.seg_learning_rate, momentum=0.9, weight_decay=args.seg_weight_decay)
+    optimizer = torch.optim.SGD(model.optimizer_groups(args.seg_learning_rate,
+                                                       args.seg_weight_decay),
+                                lr=args.seg_learning_rate, momentum=0.9)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_lr_lambda(args.seg_num_iters))
     return optimizer, scheduler
 
@@ -105,6 +117,7 @@ def run(args):
         dist.barrier()
     bar.close()
     if dist.is_main_process():
-        save_weights(model, weights_path)
+        save_weights(model, weights_path, {'arch': args.seg_arch,
+                                           'n_classes': str(source.n_classes + 1)})
         log.info('train_seg: weights -> %s', weights_path)
     dist.barrier()

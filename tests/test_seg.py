@@ -16,7 +16,7 @@ import run_sample
 from conftest import REF, VOC_MINI, run_sample_cmd
 from data.loaders import SegmentationTrainDataset
 from net.checkpoint import save_weights
-from net.deeplab import DeepLabV2, build_segmentation_model
+from net.deeplab import ARCHITECTURES, DeepLabV2, build_segmentation_model
 from net.resnet50 import estimate_batchnorm_statistics
 from voc12.devkit import VOC12
 
@@ -32,6 +32,10 @@ def test_deeplabv2_shapes_and_aspp_sum():
         torch.testing.assert_close(summed, sum(branches))
         assert [c.dilation[0] for c in model.aspp.branches] == [6, 12, 18, 24]
         assert model(x).shape == (1, 21, 64, 80)
+    assert [b.conv2.dilation for b in (model.backbone.layer3[0], model.backbone.layer4[0])] == \
+        [(2, 2), (4, 4)]                                 # DeepLab-v2: every block dilated
+    arch_flag = next(a for a in run_sample.build_parser()._actions if a.dest == 'seg_arch')
+    assert sorted(arch_flag.choices) == sorted(ARCHITECTURES)
     v3 = build_segmentation_model('deeplabv3', 21).eval()
     with torch.no_grad():
         assert v3(x).shape == (1, 21, 64, 80)
@@ -54,9 +58,7 @@ def test_a_few_steps_lower_the_loss():
     dataset = SegmentationTrainDataset(source, source.ids('trainval'), None, 64)
     model = DeepLabV2(21)
     estimate_batchnorm_statistics(model, (p['img'] for p in DataLoader(dataset, batch_size=6)))
-    backbone, head = model.parameter_groups()
-    optimizer = torch.optim.SGD([{'params': backbone, 'lr': 2.5e-4},
-                                 {'params': head, 'lr': 2.5e-3}], lr=2.5e-4, momentum=0.9)
+    optimizer = torch.optim.SGD(model.optimizer_groups(2.5e-4, 5e-4), lr=2.5e-4, momentum=0.9)
     batch = next(iter(DataLoader(dataset, batch_size=2)))
     losses = []
     for _ in range(6):
@@ -129,3 +131,144 @@ def test_train_seg_with_torchrun_gloo(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert '(1 per process)' in (tmp_path / 'run.log').read_text()
     assert (tmp_path / 'deeplab_seg.safetensors').is_file()
+
+
+def test_deeplab_solver_groups_and_frozen_batchnorm():
+    model = DeepLabV2(21)
+    backbone, aspp_weights, aspp_biases = model.optimizer_groups(1e-3, 5e-4)
+    assert (aspp_weights['lr'], aspp_biases['lr'], aspp_biases['weight_decay']) == (1e-2, 2e-2, 0)
+    assert backbone['weight_decay'] == 5e-4 and len(backbone['params']) == 104   # conv weights
+    assert not any(p.requires_grad for p in model.backbone.bn1.parameters())
+    n_trainable = sum(1 for p in model.parameters() if p.requires_grad)
+    assert n_trainable == sum(len(g['params']) for g in (backbone, aspp_weights, aspp_biases))
+
+
+def deeplab_pytorch_state(n_blocks=(3, 4, 23, 3), aspp_classes=91, prefix='module.base.'):
+    """A converted DeepLab initialisation in deeplab-pytorch's layout, built from its
+    architecture (MSRA ResNet-101: layer1 = stem, layer2..5 of blocks reduce /
+    conv3x3 / increase / shortcut), each tensor filled with a distinct value."""
+    def conv_bn(name, cin, cout, k):
+        out = {name + '.conv.weight': torch.empty(cout, cin, k, k)}
+        for t in ('weight', 'bias', 'running_mean'):
+            out['%s.bn.%s' % (name, t)] = torch.empty(cout)
+        out[name + '.bn.running_var'] = torch.empty(cout)
+        return out
+    state = conv_bn('layer1.conv1', 3, 64, 7)
+    cin = 64
+    for layer, (n, mid) in enumerate(zip(n_blocks, (64, 128, 256, 512)), start=2):
+        for i in range(1, n + 1):
+            block = 'layer%d.block%d' % (layer, i)
+            state.update(conv_bn(block + '.reduce', cin, mid, 1))
+            state.update(conv_bn(block + '.conv3x3', mid, mid, 3))
+            state.update(conv_bn(block + '.increase', mid, 4 * mid, 1))
+            if i == 1:
+                state.update(conv_bn(block + '.shortcut', cin, 4 * mid, 1))
+            cin = 4 * mid
+    for k in range(4):
+        state['aspp.c%d.weight' % k] = torch.empty(aspp_classes, 2048, 3, 3)
+        state['aspp.c%d.bias' % k] = torch.empty(aspp_classes)
+    for value, key in enumerate(sorted(state)):
+        state[key].fill_(value / 1000.0 + 0.5)
+    return {prefix + k: v for k, v in state.items()}
+
+
+def test_converted_deeplab_initialisation(tmp_path):
+    state = deeplab_pytorch_state()
+    path = tmp_path / 'deeplabv1_resnet101.pth'
+    torch.save(state, path)
+    model = build_segmentation_model('deeplabv2_caffe', 21, str(path))
+    b = model.backbone
+    pairs = [('layer1.conv1.conv.weight', b.conv1.weight),
+             ('layer1.conv1.bn.running_var', b.bn1.running_var),
+             ('layer2.block1.shortcut.conv.weight', b.layer1[0].downsample[0].weight),
+             ('layer2.block1.shortcut.bn.bias', b.layer1[0].downsample[1].bias),
+             ('layer3.block2.conv3x3.conv.weight', b.layer2[1].conv2.weight),
+             ('layer4.block23.increase.bn.running_mean', b.layer3[22].bn3.running_mean),
+             ('layer5.block3.reduce.conv.weight', b.layer4[2].conv1.weight)]
+    for key, tensor in pairs:
+        assert torch.equal(tensor, state['module.base.' + key]), key
+    assert float(model.aspp.branches[0].bias.detach().abs().sum()) == 0      # ASPP of the file ignored
+    assert b.layer2[0].conv1.stride == (2, 2) and b.layer2[0].conv2.stride == (1, 1)
+    assert b.maxpool.ceil_mode
+    with pytest.raises(ValueError, match='--seg_arch deeplabv2_caffe'):
+        build_segmentation_model('deeplabv2', 21, str(path))
+    import torchvision
+    torchvision_file = tmp_path / 'resnet101.pth'
+    torch.save(torchvision.models.resnet101(weights=None).state_dict(), torchvision_file)
+    with pytest.raises(ValueError, match='use --seg_arch deeplabv2'):
+        build_segmentation_model('deeplabv2_caffe', 21, str(torchvision_file))
+    del state['module.base.layer5.block3.reduce.conv.weight']
+    torch.save(state, path)
+    with pytest.raises(ValueError, match='1 missing keys'):
+        build_segmentation_model('deeplabv2_caffe', 21, str(path))
+
+
+def test_caffe_input_is_bgr_minus_the_caffe_mean():
+    from misc.imutils import hwc_to_chw, imagenet_normalize
+    from net.deeplab import CAFFE_BGR_MEAN, CaffeInput
+    img = np.random.RandomState(0).randint(0, 256, (5, 7, 3)).astype(np.uint8)
+    x = torch.from_numpy(hwc_to_chw(imagenet_normalize(img)).copy())[None]
+    expected = img[..., ::-1].astype(np.float64) - np.array(CAFFE_BGR_MEAN)
+    np.testing.assert_allclose(CaffeInput()(x)[0].permute(1, 2, 0).numpy(), expected, atol=1e-3)
+
+
+def eval_args(work_space, *extra):
+    return ['--voc12_root', str(VOC_MINI), '--work_space', str(work_space), '--device', 'cpu',
+            '--seg_weights_name', 'seg.safetensors', '--seg_eval_set', 'trainval',
+            '--seg_eval_scales', '1.0', '--eval_seg_pass', 'True'] + list(extra)
+
+
+def random_seg_weights(path, arch='deeplabv2'):
+    torch.manual_seed(3)
+    model = build_segmentation_model(arch, 21)
+    with torch.no_grad():
+        for conv in model.aspp.branches:
+            conv.weight.normal_(std=0.05)
+    save_weights(model, str(path), {'arch': arch})
+
+
+def test_eval_seg_sharded_over_two_processes_equals_one(tmp_path):
+    single, double = tmp_path / 'single', tmp_path / 'double'
+    for ws in (single, double):
+        ws.mkdir()
+        random_seg_weights(ws / 'seg.safetensors')
+    run_sample.main(eval_args(single))
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2',
+           '--master_port', '29531'] + run_sample_cmd(*eval_args(double))[1:]
+    result = subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS='1'), capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    one = json.loads((single / 'eval_seg.json').read_text())
+    two = json.loads((double / 'eval_seg.json').read_text())
+    assert one['plain']['confusion'] == two['plain']['confusion']
+    assert np.asarray(one['plain']['confusion']).sum() > 0
+    assert 'in this process' in (double / 'run.log').read_text()
+    assert sorted(os.listdir(single / 'seg_pred')) == sorted(os.listdir(double / 'seg_pred'))
+
+
+def test_eval_seg_resumes_and_checks_the_architecture(tmp_path):
+    random_seg_weights(tmp_path / 'seg.safetensors')
+    run_sample.main(eval_args(tmp_path))
+    first = json.loads((tmp_path / 'eval_seg.json').read_text())
+    n_images = first['n_images']
+    os.remove(tmp_path / 'seg_pred' / sorted(os.listdir(tmp_path / 'seg_pred'))[0])
+    (tmp_path / 'seg_pred' / '.x.png.1.partial').write_bytes(b'half')
+    run_sample.main(eval_args(tmp_path))
+    assert '%d already predicted, 1 in this process' % (n_images - 1) in \
+        (tmp_path / 'run.log').read_text()
+    assert not (tmp_path / 'seg_pred' / '.x.png.1.partial').exists()
+    assert json.loads((tmp_path / 'eval_seg.json').read_text())['plain'] == first['plain']
+    with pytest.raises(ValueError, match='trained with --seg_arch deeplabv2; evaluate it with'):
+        run_sample.main(eval_args(tmp_path, '--seg_arch', 'deeplabv2_caffe'))
+
+
+def test_mixed_precision_training_and_evaluation(tmp_path):
+    run_sample.main(seg_args(tmp_path, '--seg_label_dir', 'gt', '--seg_num_iters', '2',
+                             '--amp', 'True'))
+    log = (tmp_path / 'run.log').read_text()
+    loss = float(log.split('train_seg: pass 1, iteration 2, loss ')[1].split()[0])
+    assert np.isfinite(loss)
+    os.rename(tmp_path / 'deeplab_seg.safetensors', tmp_path / 'seg.safetensors')
+    run_sample.main(eval_args(tmp_path, '--amp', 'True', '--seg_eval_set', 'val'))
+    result = json.loads((tmp_path / 'eval_seg.json').read_text())
+    assert 0 <= result['miou'] <= 1 and len(os.listdir(tmp_path / 'seg_pred')) == 2
