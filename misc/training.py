@@ -9,6 +9,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from misc import dist
 from misc.io import atomic_write
+from misc.logutil import get_logger
+from net.checkpoint import save_weights
 
 
 def save_train_state(path, model, optimizer, scheduler, epochs_done):
@@ -18,6 +20,21 @@ def save_train_state(path, model, optimizer, scheduler, epochs_done):
                 'scheduler': scheduler.state_dict(), 'epochs_done': epochs_done}, buf)
     with atomic_write(path) as f:
         f.write(buf.getvalue())
+
+
+def checkpoint_epoch(path, model, optimizer, scheduler, epochs_done):
+    """The main process saves the resumable state; every process waits for it."""
+    if dist.is_main_process():
+        save_train_state(path, model, optimizer, scheduler, epochs_done)
+    dist.barrier()
+
+
+def write_final_weights(model, path, stage, metadata=None):
+    """The main process writes the trained weights (safetensors) and logs where."""
+    if dist.is_main_process():
+        save_weights(model, path, metadata)
+        get_logger().info('%s: weights -> %s', stage, path)
+    dist.barrier()
 
 
 def load_train_state(path, model, optimizer, scheduler, device):

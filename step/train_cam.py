@@ -18,9 +18,8 @@ from misc.logutil import get_logger
 from misc.paths import cam_weights_path, train_state_path
 from misc.stage import prepare
 from misc.torchutils import reference_poly_sgd
-from misc.training import (autocast_context, epoch_loader, load_train_state, per_rank_batch,
-                            save_train_state)
-from net.checkpoint import save_weights
+from misc.training import (autocast_context, checkpoint_epoch, epoch_loader, load_train_state,
+                            per_rank_batch, write_final_weights)
 from net.resnet50 import estimate_batchnorm_statistics, load_imagenet_weights
 from net.resnet50_cam import Net
 
@@ -106,10 +105,5 @@ def run(args):
         if val_dataset is not None:
             msg += ', val loss %.4f' % validate(model, val_dataset, args, device)
         log.info(msg)
-        if dist.is_main_process():
-            save_train_state(state_path, model, optimizer, scheduler, epoch + 1)
-        dist.barrier()
-    if dist.is_main_process():
-        save_weights(model, weights_path)
-        log.info('train_cam: weights -> %s', weights_path)
-    dist.barrier()
+        checkpoint_epoch(state_path, model, optimizer, scheduler, epoch + 1)
+    write_final_weights(model, weights_path, 'train_cam')

@@ -20,9 +20,9 @@ from misc.path_index import PathIndex
 from misc.paths import in_work_space, train_state_path
 from misc.stage import prepare
 from misc.torchutils import reference_poly_sgd
-from misc.training import (autocast_context, epoch_loader, load_train_state, per_rank_batch,
-                           save_train_state)
-from net.checkpoint import load_backbone, save_weights
+from misc.training import (autocast_context, checkpoint_epoch, epoch_loader, load_train_state,
+                           per_rank_batch, write_final_weights)
+from net.checkpoint import load_backbone
 from net.resnet50 import load_imagenet_weights
 from net.resnet50_irn import IRNet, IRNetLoss, irn_total_loss
 
@@ -100,11 +100,7 @@ def run(args):
             bar.set_postfix({k: '%.4f' % v.item() for k, v in terms.items()})
         log.info('train_irn epoch %d: %s', epoch + 1,
                  ', '.join('%s %.4f' % (k, v.item()) for k, v in terms.items()))
-        if dist.is_main_process():
-            save_train_state(state_path, irnet, optimizer, scheduler, epoch + 1)
-        dist.barrier()
+        checkpoint_epoch(state_path, irnet, optimizer, scheduler, epoch + 1)
     if dist.is_main_process():
         estimate_mean_shift(irnet, source, args, device)
-        save_weights(irnet, weights_path)
-        log.info('train_irn: weights -> %s', weights_path)
-    dist.barrier()
+    write_final_weights(irnet, weights_path, 'train_irn')

@@ -19,9 +19,9 @@ from misc.logutil import get_logger
 from misc.paths import cam_weights_path, clims_weights_path, in_work_space, train_state_path
 from misc.stage import prepare
 from misc.torchutils import reference_poly_sgd
-from misc.training import autocast_context, epoch_loader, load_train_state, per_rank_batch, \
-    save_train_state, tensorboard_writer
-from net.checkpoint import load_weights, save_weights
+from misc.training import autocast_context, checkpoint_epoch, epoch_loader, load_train_state, \
+    per_rank_batch, tensorboard_writer, write_final_weights
+from net.checkpoint import load_weights
 from net.clip_models import load_clip, read_clip_state_dict, resolve_clip_file, weights_checksum
 from net.resnet50_clims import CLIMS
 from net.rtc_objective import ObjectiveConfig, qa_clims_losses
@@ -155,10 +155,5 @@ def run(args):
                     writer.add_scalar('train/' + key, value, epoch * steps_per_epoch + step)
         log.info('train_qa_clims epoch %d: %s', epoch + 1,
                  ', '.join('%s %.4f' % (k, v) for k, v in terms.items()))
-        if dist.is_main_process():
-            save_train_state(state_path, model, optimizer, scheduler, epoch + 1)
-        dist.barrier()
-    if dist.is_main_process():
-        save_weights(model, weights_path)
-        log.info('train_qa_clims: weights -> %s', weights_path)
-    dist.barrier()
+        checkpoint_epoch(state_path, model, optimizer, scheduler, epoch + 1)
+    write_final_weights(model, weights_path, 'train_qa_clims')

@@ -25,9 +25,8 @@ from misc.logutil import get_logger
 from misc.paths import in_work_space, train_state_path
 from misc.stage import prepare
 from misc.torchutils import poly_lr_lambda
-from misc.training import autocast_context, epoch_loader, load_train_state, per_rank_batch, \
-    save_train_state, tensorboard_writer
-from net.checkpoint import save_weights
+from misc.training import autocast_context, checkpoint_epoch, epoch_loader, load_train_state, \
+    per_rank_batch, tensorboard_writer, write_final_weights
 from net.deeplab import build_segmentation_model
 from net.resnet50 import FixedBatchNorm, estimate_batchnorm_statistics
 
@@ -112,12 +111,7 @@ def run(args):
         epoch += 1
         log.info('train_seg: pass %d, iteration %d, loss %.4f', epoch, scheduler.last_epoch,
                  loss.item())
-        if dist.is_main_process():
-            save_train_state(state_path, model, optimizer, scheduler, epoch)
-        dist.barrier()
+        checkpoint_epoch(state_path, model, optimizer, scheduler, epoch)
     bar.close()
-    if dist.is_main_process():
-        save_weights(model, weights_path, {'arch': args.seg_arch,
-                                           'n_classes': str(source.n_classes + 1)})
-        log.info('train_seg: weights -> %s', weights_path)
-    dist.barrier()
+    write_final_weights(model, weights_path, 'train_seg',
+                        {'arch': args.seg_arch, 'n_classes': str(source.n_classes + 1)})
