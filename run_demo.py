@@ -108,7 +108,7 @@ def main(argv=None):
     p.add_argument('--crop', type=int, default=128)
     p.add_argument('--clims_epochs', type=int, default=5)
     p.add_argument('--irn_epochs', type=int, default=20)
-    p.add_argument('--seg_iters', type=int, default=40)
+    p.add_argument('--seg_iters', type=int, default=25)
     p.add_argument('--seg_crop', type=int, default=96)
     p.add_argument('--lr', type=float, default=0.1)
     p.add_argument('--device', default='auto')

@@ -130,15 +130,26 @@ def build_parser():
                    help='pseudo masks to train on (bare name in work_space); gt = ground truth')
     g.add_argument('--seg_batch_size', default=10, type=int, help='global batch')
     g.add_argument('--seg_crop_size', default=321, type=int)
-    g.add_argument('--seg_scale_range', default=(0.5, 1.5), type=float_tuple)
+    g.add_argument('--seg_scales', default=(0.5, 0.75, 1.0, 1.25, 1.5), type=float_tuple,
+                   help='training rescale factors, one drawn per image (CLIMS: up to 2.0)')
     g.add_argument('--seg_num_iters', default=30000, type=int)
     g.add_argument('--seg_learning_rate', default=2.5e-4, type=float)
     g.add_argument('--seg_weight_decay', default=5e-4, type=float)
+    g.add_argument('--seg_msc', default=True, type=str2bool,
+                   help='multi-scale inputs 1, 0.75, 0.5 fused by max (deeplab-pytorch MSC), '
+                   'in training and evaluation')
+    g.add_argument('--seg_iter_size', default=1, type=int,
+                   help='micro-batches of --seg_batch_size accumulated per iteration '
+                   '(CLIMS\'s DeepLab config: 2)')
+    g.add_argument('--seg_lr_decay_every', default=10, type=int,
+                   help='the poly lr is recomputed every N iterations (deeplab-pytorch: 10)')
     g.add_argument('--seg_grad_clip', default=0.0, type=float,
                    help='max gradient norm (0 = no clipping, the DeepLab protocol)')
     g.add_argument('--seg_weights_name', default='deeplab_seg.safetensors')
     g.add_argument('--seg_eval_set', default='val')
     g.add_argument('--seg_eval_scales', default=(0.5, 0.75, 1.0, 1.25, 1.5), type=float_tuple)
+    g.add_argument('--seg_eval_flip', default=True, type=str2bool,
+                   help='average with the horizontally flipped image')
     g.add_argument('--seg_crf', default=False, type=str2bool)
     g.add_argument('--seg_out_dir', default='seg_pred')
     g.add_argument('--seg_submission', default=False, type=str2bool,

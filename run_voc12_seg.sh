@@ -22,12 +22,16 @@ ARCH=${ARCH:-deeplabv2}               # deeplabv2_caffe (converted DeepLab init)
 TRAIN_LIST=${TRAIN_LIST:-train_aug}
 LABEL_DIR=${LABEL_DIR:-sem_seg}       # pseudo masks (gt = ground truth, the upper bound)
 BATCH_SIZE=${BATCH_SIZE:-10}
+ITER_SIZE=${ITER_SIZE:-1}             # micro-batches accumulated per iteration (CLIMS's config: 2)
+MSC=${MSC:-True}                      # deeplab-pytorch's multi-scale inputs (1, 0.75, 0.5; max)
+SCALES=${SCALES:-0.5,0.75,1.0,1.25,1.5}   # training rescale factors (CLIMS: ...,1.75,2.0)
 CROP_SIZE=${CROP_SIZE:-321}
 NUM_ITERS=${NUM_ITERS:-30000}
 LR=${LR:-0.00025}
 WEIGHT_DECAY=${WEIGHT_DECAY:-0.0005}
 EVAL_SET=${EVAL_SET:-val}
 EVAL_SCALES=${EVAL_SCALES:-0.5,0.75,1.0,1.25,1.5}
+EVAL_FLIP=${EVAL_FLIP:-True}          # deeplab-pytorch's own test: EVAL_SCALES=1.0 EVAL_FLIP=False
 CRF=${CRF:-True}
 SUBMISSION=${SUBMISSION:-False}       # True with EVAL_SET=test: the VOC server layout
 AMP=${AMP:-False}
@@ -36,13 +40,14 @@ source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/scripts/flow_common.sh"
 backbone=()
 if [ -f "$BACKBONE_WEIGHTS" ]; then backbone=(--seg_backbone_weights "$BACKBONE_WEIGHTS"); fi
 common=("${data[@]}" --work_space "$WORK_SPACE" --num_workers "$NUM_WORKERS"
-        --seg_arch "$ARCH" --amp "$AMP")
+        --seg_arch "$ARCH" --seg_msc "$MSC" --amp "$AMP")
 
 "${launch[@]}" "$repo/run_sample.py" "${common[@]}" "${backbone[@]}" \
     --seg_train_list "$TRAIN_LIST" --seg_label_dir "$LABEL_DIR" \
-    --seg_batch_size "$BATCH_SIZE" --seg_crop_size "$CROP_SIZE" --seg_num_iters "$NUM_ITERS" \
+    --seg_batch_size "$BATCH_SIZE" --seg_iter_size "$ITER_SIZE" --seg_scales "$SCALES" \
+    --seg_crop_size "$CROP_SIZE" --seg_num_iters "$NUM_ITERS" \
     --seg_learning_rate "$LR" --seg_weight_decay "$WEIGHT_DECAY" --train_seg_pass True
 
 "${launch[@]}" "$repo/run_sample.py" "${common[@]}" --seg_eval_set "$EVAL_SET" \
-    --seg_eval_scales "$EVAL_SCALES" --seg_crf "$CRF" --seg_submission "$SUBMISSION" \
-    --eval_seg_pass True
+    --seg_eval_scales "$EVAL_SCALES" --seg_eval_flip "$EVAL_FLIP" --seg_crf "$CRF" \
+    --seg_submission "$SUBMISSION" --eval_seg_pass True

@@ -4,6 +4,7 @@ Augmentation and multi-scale inputs follow the reference
 (``voc12/dataloader.py`` of IRNet/QA-CLIMS, METHOD.md stages 3 and 5).
 """
 import os
+import random
 
 import numpy as np
 import torch
@@ -139,15 +140,16 @@ class AffinityDataset(Dataset):
 
 class SegmentationTrainDataset(Dataset):
     """Images with class-id label maps (pseudo masks or GT) for the segmentation network:
-    random rescale in ``scale_range``, ImageNet normalisation, flip, random crop
-    (image padded with 0, label with 255 = ignored)."""
+    rescale by one factor drawn from ``scales`` (deeplab-pytorch's augmentation),
+    ImageNet normalisation, flip, random crop (image padded with 0, label with
+    255 = ignored)."""
 
-    def __init__(self, source, ids, label_dir, crop_size, scale_range=(0.5, 1.5)):
+    def __init__(self, source, ids, label_dir, crop_size, scales=(0.5, 0.75, 1.0, 1.25, 1.5)):
         self.source = source
         self.ids = list(ids)
         self.label_dir = label_dir
         self.crop_size = crop_size
-        self.scale_range = scale_range
+        self.scales = tuple(scales)
 
     def __len__(self):
         return len(self.ids)
@@ -161,7 +163,8 @@ class SegmentationTrainDataset(Dataset):
     def __getitem__(self, idx):
         image_id = self.ids[idx]
         img, label = self.source.read_image(image_id), self.label(image_id)
-        img, label = imutils.random_scale_pair(img, label, self.scale_range)
+        scale = random.choice(self.scales)
+        img, label = imutils.pil_rescale(img, scale, 3), imutils.pil_rescale(label, scale, 0)
         img, label = imutils.random_lr_flip_pair(imutils.imagenet_normalize(img), label)
         img, label = imutils.random_crop_pair(img, label, self.crop_size)
         return {'name': image_id,

@@ -14,6 +14,14 @@ def poly_lr_lambda(max_step, power=0.9):
     return factor
 
 
+def stepwise_poly_lr_lambda(max_step, power=0.9, every=10):
+    """deeplab-pytorch's PolynomialLR: (1 - k'/max_step)^power with k' = k rounded down
+    to a multiple of ``every`` (the lr is recomputed every ``every`` iterations)."""
+    def factor(step):
+        return (1 - (step - step % every) / max_step) ** power
+    return factor
+
+
 def reference_poly_sgd(param_groups, weight_decay, max_step, power=0.9, fix_momentum_quirk=False):
     """SGD + poly LambdaLR reproducing the reference PolyOptimizer.
 

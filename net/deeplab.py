@@ -17,7 +17,13 @@ the deeplab-pytorch port, keys ``layer1.conv1.conv.weight``, ...). Our loaders
 give ImageNet-normalised RGB; the network converts it to the Caffe input itself.
 
 ``deeplabv3``: torchvision's DeepLabV3-ResNet-101 as an option.
-All return logits at the input size.
+
+All return logits at the input size. With ``msc=True`` they run
+deeplab-pytorch's multi-scale inputs (MSC, the training protocol of the
+DeepLab code the authors point to): the image and its bilinear 0.5x and 0.75x
+copies go through the network and the logits are fused by an element-wise max
+at the full-scale logit size; in training the forward returns the four raw
+logit maps (full, 0.5, 0.75, max) for :func:`segmentation_loss`.
 """
 import functools
 import re
@@ -76,13 +82,54 @@ def move_stride_to_reduce(block):
     block.conv1.stride, block.conv2.stride = block.conv2.stride, (1, 1)
 
 
-class DeepLabV2(nn.Module):
-    """Dilated ResNet-101 (OS 8, frozen BN) + ASPP sum; ``caffe``: the MSRA variant."""
+def upsample(logits, size):
+    return F.interpolate(logits, size, mode='bilinear', align_corners=False)
+
+
+class SegmentationNet(nn.Module):
+    """``logits(x)`` at the network's output stride; ``forward`` as in the module doc."""
 
     reference_alias_prefixes = ()      # no aliased names to drop when loading
+    caffe = False
+    msc_scales = (0.5, 0.75)
 
-    def __init__(self, n_classes=21, caffe=False):
+    def __init__(self, msc=False):
         super().__init__()
+        self.msc = msc
+
+    def multiscale_logits(self, x):
+        """[full, 0.5x, 0.75x, max-fused] logits (deeplab-pytorch's MSC)."""
+        full = self.logits(x)
+        pyramid = [self.logits(F.interpolate(x, scale_factor=s, mode='bilinear',
+                                             align_corners=False)) for s in self.msc_scales]
+        fused = torch.stack([full] + [upsample(p, full.shape[2:]) for p in pyramid]).amax(0)
+        return [full] + pyramid + [fused]
+
+    def forward(self, x):
+        if not self.msc:
+            return upsample(self.logits(x), x.shape[2:])
+        outputs = self.multiscale_logits(x)
+        return outputs if self.training else upsample(outputs[-1], x.shape[2:])
+
+
+def segmentation_loss(outputs, labels, ignore_index=255):
+    """Cross-entropy: on input-size logits, or summed over the MSC outputs against the
+    labels resized to each by nearest neighbour (PIL's NEAREST = 'nearest-exact')."""
+    if torch.is_tensor(outputs):
+        return F.cross_entropy(outputs.float(), labels, ignore_index=ignore_index)
+    total = 0
+    for logits in outputs:
+        resized = F.interpolate(labels[:, None].float(), logits.shape[2:], mode='nearest-exact')
+        total = total + F.cross_entropy(logits.float(), resized[:, 0].long(),
+                                        ignore_index=ignore_index)
+    return total
+
+
+class DeepLabV2(SegmentationNet):
+    """Dilated ResNet-101 (OS 8, frozen BN) + ASPP sum; ``caffe``: the MSRA variant."""
+
+    def __init__(self, n_classes=21, caffe=False, msc=False):
+        super().__init__(msc)
         self.caffe = caffe
         self.input = CaffeInput() if caffe else nn.Identity()
         self.backbone = torchvision.models.resnet101(
@@ -104,9 +151,8 @@ class DeepLabV2(nn.Module):
         x = b.maxpool(b.relu(b.bn1(b.conv1(self.input(x)))))
         return b.layer4(b.layer3(b.layer2(b.layer1(x))))
 
-    def forward(self, x):
-        logits = self.aspp(self.features(x))
-        return F.interpolate(logits, x.shape[2:], mode='bilinear', align_corners=False)
+    def logits(self, x):
+        return self.aspp(self.features(x))
 
     def optimizer_groups(self, lr, weight_decay):
         """DeepLab's solver: backbone convs lr (decayed), ASPP weights 10 lr (decayed),
@@ -119,20 +165,17 @@ class DeepLabV2(nn.Module):
                  'weight_decay': 0.0}]
 
 
-class DeepLabV3(nn.Module):
-    """torchvision's DeepLabV3-ResNet-101, logits at the input size."""
+class DeepLabV3(SegmentationNet):
+    """torchvision's DeepLabV3-ResNet-101."""
 
-    reference_alias_prefixes = ()
-    caffe = False
-
-    def __init__(self, n_classes=21):
-        super().__init__()
+    def __init__(self, n_classes=21, msc=False):
+        super().__init__(msc)
         self.net = torchvision.models.segmentation.deeplabv3_resnet101(
             weights=None, weights_backbone=None, num_classes=n_classes, aux_loss=False)
         self.backbone = self.net.backbone
 
-    def forward(self, x):
-        return self.net(x)['out']
+    def logits(self, x):
+        return self.net.classifier(self.net.backbone(x)['out'])
 
     def optimizer_groups(self, lr, weight_decay):
         """Backbone at lr, the DeepLabV3 head at 10 lr, all decayed."""
@@ -225,9 +268,9 @@ def load_backbone_weights(model, path):
     model.backbone.load_state_dict(state, strict=True)
 
 
-def build_segmentation_model(arch, n_classes, backbone_weights=None, warn=None):
+def build_segmentation_model(arch, n_classes, backbone_weights=None, warn=None, msc=False):
     """The chosen network; its ResNet-101 backbone from a local file if given."""
-    model = ARCHITECTURES[arch](n_classes)
+    model = ARCHITECTURES[arch](n_classes, msc=msc)
     if backbone_weights:
         load_backbone_weights(model, backbone_weights)
     elif warn is not None:

@@ -1,7 +1,9 @@
 """Evaluation of the segmentation network (METHOD.md stage 10).
 
-Multi-scale (``--seg_eval_scales``) + flip inference: softmax probabilities
-averaged over the scales and flips at the image size; optionally refined by
+Multi-scale (``--seg_eval_scales``) + flip (``--seg_eval_flip``) inference:
+softmax probabilities averaged over the scales and flips at the image size
+(each forward itself MSC-fused with ``--seg_msc``; deeplab-pytorch's own test
+is ``--seg_eval_scales 1.0 --seg_eval_flip False``); optionally refined by
 a dense CRF (``--seg_crf True``, DeepLab's settings). Predictions are written
 per image and atomically (``<seg_out_dir>/`` without CRF, ``<seg_out_dir>_crf/``
 with it, ``<seg_out_dir>_color/`` the final one in the VOC palette), so a
@@ -35,8 +37,9 @@ from voc12.devkit import voc_palette
 SUBMISSION_DIR = os.path.join('results', 'VOC2012', 'Segmentation', 'comp6_test_cls')
 
 
-def multiscale_probs(model, img, scales, device, amp=False):
-    """Softmax probabilities [C, H, W] averaged over scales and horizontal flips."""
+def multiscale_probs(model, img, scales, device, amp=False, flip=True):
+    """Softmax probabilities [C, H, W] averaged over scales (of the logits averaged
+    with those of the horizontally flipped image when ``flip``)."""
     h, w = img.shape[:2]
     total = None
     for s in scales:
@@ -44,9 +47,10 @@ def multiscale_probs(model, img, scales, device, amp=False):
         x = torch.from_numpy(np.ascontiguousarray(
             imutils.hwc_to_chw(imutils.imagenet_normalize(scaled))))[None].to(device)
         with autocast_context(device, amp):
-            logits = model(torch.cat([x, x.flip(-1)])).float()
-        logits = logits[0:1] + logits[1:2].flip(-1)
-        probs = F.softmax(F.interpolate(logits / 2, (h, w), mode='bilinear',
+            logits = model(torch.cat([x, x.flip(-1)]) if flip else x).float()
+        if flip:
+            logits = (logits[0:1] + logits[1:2].flip(-1)) / 2
+        probs = F.softmax(F.interpolate(logits, (h, w), mode='bilinear',
                                         align_corners=False), dim=1)[0]
         total = probs if total is None else total + probs
     return (total / len(scales)).cpu().numpy()
@@ -73,7 +77,7 @@ def load_model(args, n_class, device):
     if trained_as is not None and trained_as != args.seg_arch:
         raise ValueError('%s was trained with --seg_arch %s; evaluate it with --seg_arch %s'
                          % (path, trained_as, trained_as))
-    model = load_weights(ARCHITECTURES[args.seg_arch](n_class), path)
+    model = load_weights(ARCHITECTURES[args.seg_arch](n_class, msc=args.seg_msc), path)
     return model.to(device).eval()
 
 
@@ -87,7 +91,8 @@ def predict_images(model, source, ids, args, dirs, device):
         for image_id in tqdm(ids, desc='eval_seg', dynamic_ncols=True,
                              disable=not dist.is_main_process()):
             img = source.read_image(image_id)
-            probs = multiscale_probs(model, img, args.seg_eval_scales, device, args.amp)
+            probs = multiscale_probs(model, img, args.seg_eval_scales, device, args.amp,
+                                     args.seg_eval_flip)
             preds = predictions(probs, img, args.seg_crf)
             save_png(os.path.join(dirs[final] + '_color', image_id + '.png'), preds[final],
                      palette)
@@ -142,7 +147,8 @@ def run(args):
         return None
     confusions = summed_confusions(source, ids, dirs, n_class, device)
     result = {'dataset': source.name, 'split': args.seg_eval_set, 'n_images': len(ids),
-              'arch': args.seg_arch, 'scales': list(args.seg_eval_scales),
+              'arch': args.seg_arch, 'msc': args.seg_msc, 'flip': args.seg_eval_flip,
+              'scales': list(args.seg_eval_scales),
               **scores(confusions, source.label_names)}
     result['miou'] = result[variants[-1]]['miou']
     if dist.is_main_process():

@@ -4,17 +4,22 @@ reference repository).
 DeepLabV2 (ResNet-101, ASPP 6/12/18/24 summed; ``deeplabv2_caffe`` for a
 converted DeepLab initialisation) or torchvision's DeepLabV3, trained on
 ``--seg_train_list`` (train_aug) with the masks of ``--seg_label_dir`` (the
-pseudo masks of make_sem_seg; ``gt`` for the ground truth): random scale,
-flip, crop, cross-entropy with 255 ignored, SGD momentum 0.9, poly 0.9 over
-``--seg_num_iters``, DeepLab's solver groups (backbone lr, ASPP weights 10 lr,
-ASPP biases 20 lr without weight decay; see ``net.deeplab``). ``--seg_grad_clip``
-clips the gradient norm: off by default, useful from a random initialisation.
+pseudo masks of make_sem_seg; ``gt`` for the ground truth), following the
+deeplab-pytorch / CLIMS DeepLab protocol: random scale, flip, crop, MSC
+multi-scale inputs with the cross-entropy (255 ignored) summed over the four
+outputs (``--seg_msc``), ``--seg_iter_size`` accumulated micro-batches per
+iteration, SGD momentum 0.9, poly 0.9 over ``--seg_num_iters`` recomputed every
+``--seg_lr_decay_every`` iterations, DeepLab's solver groups (backbone lr, ASPP
+weights 10 lr, ASPP biases 20 lr without weight decay; see ``net.deeplab``).
+``--seg_grad_clip`` clips the gradient norm: off by default, useful from a
+random initialisation.
 Resumable after every pass over the data; DDP under torchrun (SyncBatchNorm on
 GPUs for DeepLabV3; DeepLabV2's BatchNorm is frozen); AMP with ``--amp``;
-TensorBoard when installed. The weights file records the architecture.
+TensorBoard when installed. The weights file records the architecture and MSC.
 """
+import contextlib
+
 import torch
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -24,10 +29,10 @@ from misc import dist
 from misc.logutil import get_logger
 from misc.paths import in_work_space, train_state_path
 from misc.stage import prepare
-from misc.torchutils import poly_lr_lambda
+from misc.torchutils import stepwise_poly_lr_lambda
 from misc.training import autocast_context, checkpoint_epoch, epoch_loader, load_train_state, \
     per_rank_batch, tensorboard_writer, write_final_weights
-from net.deeplab import build_segmentation_model
+from net.deeplab import build_segmentation_model, segmentation_loss
 from net.resnet50 import FixedBatchNorm, estimate_batchnorm_statistics
 
 
@@ -39,7 +44,8 @@ def build_model(args, source, dataset, device):
     """Network with backbone weights, or random with data-estimated BN statistics."""
     log = get_logger()
     model = build_segmentation_model(args.seg_arch, source.n_classes + 1,
-                                     args.seg_backbone_weights, warn=log.warning).to(device)
+                                     args.seg_backbone_weights, warn=log.warning,
+                                     msc=args.seg_msc).to(device)
     if not args.seg_backbone_weights:
         loader = DataLoader(dataset, batch_size=min(len(dataset), 8), shuffle=False)
         estimate_batchnorm_statistics(model, (p['img'].to(device) for p in loader))
@@ -63,16 +69,53 @@ def optimizer_for(model, args):
     optimizer = torch.optim.SGD(model.optimizer_groups(args.seg_learning_rate,
                                                        args.seg_weight_decay),
                                 lr=args.seg_learning_rate, momentum=0.9)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_lr_lambda(args.seg_num_iters))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, stepwise_poly_lr_lambda(args.seg_num_iters, every=args.seg_lr_decay_every))
     return optimizer, scheduler
+
+
+def full_groups(iterable, size):
+    """Consecutive lists of ``size`` items; an incomplete last group is dropped."""
+    group = []
+    for item in iterable:
+        group.append(item)
+        if len(group) == size:
+            yield group
+            group = []
+
+
+def train_iteration(net, model, micro_batches, optimizer, scaler, args, device):
+    """One SGD step on ``--seg_iter_size`` accumulated micro-batches (each loss divided
+    by their number, as deeplab-pytorch's ITER_SIZE); returns the summed loss."""
+    optimizer.zero_grad()
+    total = 0.0
+    for i, pack in enumerate(micro_batches):
+        last = i == len(micro_batches) - 1
+        sync = contextlib.nullcontext() if last or net is model else net.no_sync()
+        with sync:
+            with autocast_context(device, args.amp):
+                outputs = net(pack['img'].to(device, non_blocking=True))
+            loss = segmentation_loss(outputs, pack['label'].to(device)) / len(micro_batches)
+            scaler.scale(loss).backward()
+        total += loss.item()
+    if args.seg_grad_clip > 0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), args.seg_grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    return total
 
 
 def run(args):
     log = get_logger()
     device, source, ids = prepare(args, args.seg_train_list, seed=True)
     dataset = SegmentationTrainDataset(source, ids, label_dir(args), args.seg_crop_size,
-                                       args.seg_scale_range)
+                                       args.seg_scales)
     batch = per_rank_batch(args.seg_batch_size, '--seg_batch_size')
+    if len(dataset) // dist.world_size() // batch < args.seg_iter_size:
+        raise ValueError('%s has %d images, fewer than one iteration needs (--seg_batch_size %d '
+                         'x --seg_iter_size %d)' % (args.seg_train_list, len(dataset),
+                                                    args.seg_batch_size, args.seg_iter_size))
     model = build_model(args, source, dataset, device)
     optimizer, scheduler = optimizer_for(model, args)
     weights_path = in_work_space(args, args.seg_weights_name)
@@ -83,35 +126,28 @@ def run(args):
     net = DistributedDataParallel(model) if dist.world_size() > 1 else model
     scaler = torch.amp.GradScaler(device.type, enabled=args.amp and device.type == 'cuda')
     writer = tensorboard_writer(args)
-    log.info('train_seg: %s, %d images, %d iterations, batch %d (%d per process), labels %s',
-             args.seg_arch, len(dataset), args.seg_num_iters, args.seg_batch_size, batch,
+    log.info('train_seg: %s%s, %d images, %d iterations, batch %d (%d per process) x %d '
+             'accumulated, labels %s', args.seg_arch, ' MSC' if args.seg_msc else '',
+             len(dataset), args.seg_num_iters, args.seg_batch_size, batch, args.seg_iter_size,
              label_dir(args) or 'ground truth')
     net.train()
     bar = tqdm(total=args.seg_num_iters, initial=scheduler.last_epoch, desc='train_seg',
                disable=not dist.is_main_process(), dynamic_ncols=True)
     while scheduler.last_epoch < args.seg_num_iters:
-        for pack in epoch_loader(dataset, batch, args, epoch, True, True):
+        loader = epoch_loader(dataset, batch, args, epoch, True, True)
+        for micro_batches in full_groups(loader, args.seg_iter_size):
             if scheduler.last_epoch >= args.seg_num_iters:
                 break
-            with autocast_context(device, args.amp):
-                logits = net(pack['img'].to(device, non_blocking=True))
-            loss = F.cross_entropy(logits.float(), pack['label'].to(device), ignore_index=255)
-            optimizer.zero_grad()
-            scaler.scale(loss).backward()
-            if args.seg_grad_clip > 0:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), args.seg_grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
+            loss = train_iteration(net, model, micro_batches, optimizer, scaler, args, device)
             scheduler.step()
             bar.update()
-            bar.set_postfix(loss='%.4f' % loss.item())
+            bar.set_postfix(loss='%.4f' % loss)
             if writer is not None:
-                writer.add_scalar('train_seg/loss', loss.item(), scheduler.last_epoch)
+                writer.add_scalar('train_seg/loss', loss, scheduler.last_epoch)
         epoch += 1
-        log.info('train_seg: pass %d, iteration %d, loss %.4f', epoch, scheduler.last_epoch,
-                 loss.item())
+        log.info('train_seg: pass %d, iteration %d, loss %.4f', epoch, scheduler.last_epoch, loss)
         checkpoint_epoch(state_path, model, optimizer, scheduler, epoch)
     bar.close()
     write_final_weights(model, weights_path, 'train_seg',
-                        {'arch': args.seg_arch, 'n_classes': str(source.n_classes + 1)})
+                        {'arch': args.seg_arch, 'msc': str(args.seg_msc),
+                         'n_classes': str(source.n_classes + 1)})

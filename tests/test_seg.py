@@ -272,3 +272,101 @@ def test_mixed_precision_training_and_evaluation(tmp_path):
     run_sample.main(eval_args(tmp_path, '--amp', 'True', '--seg_eval_set', 'val'))
     result = json.loads((tmp_path / 'eval_seg.json').read_text())
     assert 0 <= result['miou'] <= 1 and len(os.listdir(tmp_path / 'seg_pred')) == 2
+
+
+def test_msc_outputs_and_fusion():
+    torch.manual_seed(0)
+    model = DeepLabV2(21, msc=True)
+    with torch.no_grad():
+        for conv in model.aspp.branches:
+            conv.weight.normal_(std=0.05)
+    x = torch.randn(1, 3, 64, 80)
+    model.train()
+    with torch.no_grad():
+        full, half, three_quarters, fused = model(x)
+        assert [t.shape[2:] for t in (full, half, three_quarters)] == [(8, 10), (4, 5), (6, 8)]
+        up = [F.interpolate(t, (8, 10), mode='bilinear', align_corners=False)
+              for t in (half, three_quarters)]
+        torch.testing.assert_close(fused, torch.maximum(full, torch.maximum(*up)))
+        assert not torch.equal(fused, full)
+        model.eval()
+        out = model(x)
+    torch.testing.assert_close(out, F.interpolate(fused, (64, 80), mode='bilinear',
+                                                  align_corners=False))
+
+
+def test_msc_loss_resizes_labels_like_pil_nearest():
+    from net.deeplab import segmentation_loss
+    rng = np.random.RandomState(0)
+    labels = rng.randint(0, 3, (2, 41, 41))
+    labels[:, :5] = 255
+    logits = [torch.randn(2, 3, *size) for size in ((41, 41), (21, 21), (31, 31))]
+    expected = 0
+    for lg in logits:
+        h, w = lg.shape[2:]
+        resized = np.stack([np.asarray(Image.fromarray(lab.astype(np.float32)).resize(
+            (w, h), resample=Image.NEAREST)) for lab in labels]).astype(np.int64)
+        expected += F.cross_entropy(lg, torch.from_numpy(resized), ignore_index=255)
+    torch.testing.assert_close(segmentation_loss(logits, torch.from_numpy(labels)), expected)
+
+
+def test_poly_lr_recomputed_every_ten_iterations():
+    from misc.torchutils import stepwise_poly_lr_lambda
+    base, max_iter = 2.5e-4, 95
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=base)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer,
+                                                  stepwise_poly_lr_lambda(max_iter, 0.9, 10))
+    lr, expected, ours = base, [], []
+    for iteration in range(1, max_iter + 1):      # deeplab-pytorch: set after each 10th step
+        expected.append(lr)
+        ours.append(optimizer.param_groups[0]['lr'])
+        optimizer.step()
+        scheduler.step()
+        if iteration % 10 == 0:
+            lr = base * (1 - iteration / max_iter) ** 0.9
+    np.testing.assert_allclose(ours, expected, rtol=1e-12)
+
+
+def test_accumulated_micro_batches_give_the_batch_gradient():
+    from argparse import Namespace
+    from step.train_seg import train_iteration
+    torch.manual_seed(0)
+    model = DeepLabV2(3)
+    imgs, labels = torch.randn(2, 3, 33, 33), torch.randint(0, 3, (2, 33, 33))
+    estimate_batchnorm_statistics(model, [imgs])
+    args = Namespace(amp=False, seg_grad_clip=0.0)
+    scaler = torch.amp.GradScaler('cpu', enabled=False)
+    grads = []
+    for micro in ([{'img': imgs, 'label': labels}],
+                  [{'img': imgs[i:i + 1], 'label': labels[i:i + 1]} for i in range(2)]):
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+        train_iteration(model, model, micro, optimizer, scaler, args, torch.device('cpu'))
+        grads.append(model.aspp.branches[2].weight.grad.clone())
+    assert grads[0].abs().max() > 0
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-3, atol=1e-3 * grads[0].abs().max())
+
+
+def test_train_seg_with_accumulation_and_too_few_images(tmp_path):
+    run_sample.main(seg_args(tmp_path, '--seg_label_dir', 'gt', '--seg_num_iters', '1',
+                             '--seg_iter_size', '2', '--seg_batch_size', '1'))
+    assert 'x 2 accumulated' in (tmp_path / 'run.log').read_text()
+    with pytest.raises(ValueError, match='fewer than one iteration needs'):
+        run_sample.main(seg_args(tmp_path / 'b', '--seg_label_dir', 'gt', '--seg_iter_size',
+                                 '50'))
+
+
+def test_training_rescale_factors_are_drawn_from_the_list(monkeypatch):
+    import data.loaders
+    drawn = []
+    real = data.loaders.imutils.pil_rescale
+
+    def recording(img, scale, order):
+        drawn.append(scale)
+        return real(img, scale, order)
+    monkeypatch.setattr(data.loaders.imutils, 'pil_rescale', recording)
+    source = VOC12(str(VOC_MINI))
+    dataset = SegmentationTrainDataset(source, source.ids('trainval'), None, 64, (0.5, 2.0))
+    for i in range(len(dataset)):
+        dataset[i]
+    assert set(drawn) == {0.5, 2.0}
