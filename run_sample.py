@@ -35,6 +35,13 @@ def float_tuple(value):
     return tuple(float(v) for v in value.split(',') if v.strip())
 
 
+def positive_int(value):
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError('expected an integer >= 1, got %r' % value)
+    return number
+
+
 def int_pair(value):
     pair = tuple(int(v) for v in value.split(','))
     if len(pair) != 2:
@@ -138,10 +145,10 @@ def build_parser():
     g.add_argument('--seg_msc', default=True, type=str2bool,
                    help='multi-scale inputs 1, 0.75, 0.5 fused by max (deeplab-pytorch MSC), '
                    'in training and evaluation')
-    g.add_argument('--seg_iter_size', default=1, type=int,
+    g.add_argument('--seg_iter_size', default=1, type=positive_int,
                    help='micro-batches of --seg_batch_size accumulated per iteration '
                    '(CLIMS\'s DeepLab config: 2)')
-    g.add_argument('--seg_lr_decay_every', default=10, type=int,
+    g.add_argument('--seg_lr_decay_every', default=10, type=positive_int,
                    help='the poly lr is recomputed every N iterations (deeplab-pytorch: 10)')
     g.add_argument('--seg_grad_clip', default=0.0, type=float,
                    help='max gradient norm (0 = no clipping, the DeepLab protocol)')

@@ -33,6 +33,7 @@ def pending_shard(ids, out_dir, suffix):
         remove_partial_files(out_dir)
     dist.barrier()
     todo = [i for i in ids if not os.path.isfile(os.path.join(out_dir, i + suffix))]
+    dist.barrier()              # every process has listed before any writes a new file
     return todo, todo[dist.rank()::dist.world_size()]
 
 

@@ -42,9 +42,14 @@ def load_train_state(path, model, optimizer, scheduler, device):
     if not os.path.isfile(path):
         return 0
     state = torch.load(path, map_location=device, weights_only=True)
-    model.load_state_dict(state['model'])
-    optimizer.load_state_dict(state['optimizer'])
-    scheduler.load_state_dict(state['scheduler'])
+    try:
+        model.load_state_dict(state['model'])
+        optimizer.load_state_dict(state['optimizer'])
+        scheduler.load_state_dict(state['scheduler'])
+    except (KeyError, ValueError, RuntimeError) as e:
+        raise ValueError('the training state %s does not fit this network / optimiser (%s); it '
+                         'was saved by another configuration or version: delete it to start '
+                         'over' % (path, str(e).splitlines()[0])) from None
     return int(state['epochs_done'])
 
 

@@ -28,9 +28,11 @@ logit maps (full, 0.5, 0.75, max) for :func:`segmentation_loss`.
 import functools
 import re
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision
+from PIL import Image
 from torch import nn
 
 from misc.imutils import IMAGENET_MEAN, IMAGENET_STD
@@ -112,15 +114,22 @@ class SegmentationNet(nn.Module):
         return outputs if self.training else upsample(outputs[-1], x.shape[2:])
 
 
+def resize_labels(labels, size):
+    """Label maps [N, H, W] resized to ``size`` with PIL's NEAREST, as deeplab-pytorch does
+    (torch's 'nearest-exact' differs from PIL at some even sizes)."""
+    resized = [np.asarray(Image.fromarray(label.astype(np.float32)).resize(
+        (size[1], size[0]), resample=Image.NEAREST)) for label in labels.cpu().numpy()]
+    return torch.from_numpy(np.stack(resized).astype(np.int64)).to(labels.device)
+
+
 def segmentation_loss(outputs, labels, ignore_index=255):
     """Cross-entropy: on input-size logits, or summed over the MSC outputs against the
-    labels resized to each by nearest neighbour (PIL's NEAREST = 'nearest-exact')."""
+    labels resized to each with :func:`resize_labels`."""
     if torch.is_tensor(outputs):
         return F.cross_entropy(outputs.float(), labels, ignore_index=ignore_index)
     total = 0
     for logits in outputs:
-        resized = F.interpolate(labels[:, None].float(), logits.shape[2:], mode='nearest-exact')
-        total = total + F.cross_entropy(logits.float(), resized[:, 0].long(),
+        total = total + F.cross_entropy(logits.float(), resize_labels(labels, logits.shape[2:]),
                                         ignore_index=ignore_index)
     return total
 
@@ -172,7 +181,11 @@ class DeepLabV3(SegmentationNet):
         super().__init__(msc)
         self.net = torchvision.models.segmentation.deeplabv3_resnet101(
             weights=None, weights_backbone=None, num_classes=n_classes, aux_loss=False)
-        self.backbone = self.net.backbone
+
+    @property
+    def backbone(self):
+        """The ResNet-101 (a view, not a second registration: no duplicate state-dict names)."""
+        return self.net.backbone
 
     def logits(self, x):
         return self.net.classifier(self.net.backbone(x)['out'])

@@ -7,13 +7,16 @@ is ``--seg_eval_scales 1.0 --seg_eval_flip False``); optionally refined by
 a dense CRF (``--seg_crf True``, DeepLab's settings). Predictions are written
 per image and atomically (``<seg_out_dir>/`` without CRF, ``<seg_out_dir>_crf/``
 with it, ``<seg_out_dir>_color/`` the final one in the VOC palette), so a
-killed run resumes where it stopped; under torchrun every process predicts its
+killed run resumes where it stopped (predictions made with other weights or
+inference settings, recorded in ``<seg_out_dir>/eval_seg_settings.json``, are
+removed and redone); under torchrun every process predicts its
 own share of the images and the confusion matrices are summed over processes.
 ``work_space/eval_seg.json`` holds mIoU and per-class IoU (and the CRF
 variant). With ``--seg_submission True`` the final predictions are also written
 in the VOC server layout ``results/VOC2012/Segmentation/comp6_test_cls/<id>.png``
 (for a split without ground truth, e.g. ``test``, only the PNGs are written).
 """
+import hashlib
 import os
 
 import numpy as np
@@ -23,7 +26,8 @@ from tqdm import tqdm
 
 from misc import dist, imutils
 from misc.crf import crf_inference_prob
-from misc.io import read_label_png, remove_partial_files, save_json, save_png
+from misc.io import atomic_write, load_json, read_label_png, remove_partial_files, save_json, \
+    save_png
 from misc.logutil import get_logger
 from misc.metrics import confusion_matrix, iou_from_confusion, mean_iou
 from misc.paths import in_work_space
@@ -73,17 +77,64 @@ def prediction_dirs(args, variants):
 def load_model(args, n_class, device):
     """The trained network; a weights file that records another architecture is refused."""
     path = in_work_space(args, args.seg_weights_name)
+    if not os.path.isfile(path):
+        raise FileNotFoundError('segmentation weights %s do not exist: run train_seg first '
+                                '(--train_seg_pass True) or set --seg_weights_name' % path)
     trained_as = read_weights_metadata(path).get('arch')
-    if trained_as is not None and trained_as != args.seg_arch:
+    if trained_as is None:
+        raise ValueError('%s does not record its architecture: it was not written by this '
+                         'version\'s train_seg (retrain it with --train_seg_pass True)' % path)
+    if trained_as != args.seg_arch:
         raise ValueError('%s was trained with --seg_arch %s; evaluate it with --seg_arch %s'
                          % (path, trained_as, trained_as))
     model = load_weights(ARCHITECTURES[args.seg_arch](n_class, msc=args.seg_msc), path)
     return model.to(device).eval()
 
 
+def prediction_settings(args, weights_path):
+    """What the predictions depend on; recorded next to them to decide whether
+    existing PNGs can be reused."""
+    digest = hashlib.sha256()
+    with open(weights_path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 24), b''):
+            digest.update(chunk)
+    return {'weights_sha256': digest.hexdigest(), 'arch': args.seg_arch, 'msc': args.seg_msc,
+            'scales': list(args.seg_eval_scales), 'flip': args.seg_eval_flip,
+            'crf': args.seg_crf}
+
+
+def reset_stale_predictions(args, folders):
+    """Main process: remove partial files, and every PNG when the recorded settings
+    (weights checksum, inference options) differ from this run's."""
+    log = get_logger()
+    settings = prediction_settings(args, in_work_space(args, args.seg_weights_name))
+    record = os.path.join(folders[0], 'eval_seg_settings.json')
+    recorded = load_json(record) if os.path.isfile(record) else None
+    for folder in folders:
+        remove_partial_files(folder)
+        if recorded != settings and os.path.isdir(folder):
+            stale = [n for n in os.listdir(folder) if n.endswith('.png')]
+            for name in stale:
+                os.remove(os.path.join(folder, name))
+            if stale:
+                log.warning('eval_seg: %d predictions in %s were made with other weights or '
+                            'settings: removed', len(stale), folder)
+    save_json(record, settings)
+
+
+def copy_submission(ids, color_dir, work_space):
+    """The final colour predictions in the VOC server layout (this process's share)."""
+    out_dir = os.path.join(work_space, SUBMISSION_DIR)
+    for image_id in ids[dist.rank()::dist.world_size()]:
+        with open(os.path.join(color_dir, image_id + '.png'), 'rb') as src:
+            data = src.read()
+        with atomic_write(os.path.join(out_dir, image_id + '.png')) as dst:
+            dst.write(data)
+
+
 def predict_images(model, source, ids, args, dirs, device):
     """Write every variant's PNG (the final variant's grayscale PNG last: it marks
-    the image done), the colour PNG and the submission copy."""
+    the image done) and the colour PNG."""
     variants = list(dirs)
     final = variants[-1]
     palette = voc_palette()
@@ -96,9 +147,6 @@ def predict_images(model, source, ids, args, dirs, device):
             preds = predictions(probs, img, args.seg_crf)
             save_png(os.path.join(dirs[final] + '_color', image_id + '.png'), preds[final],
                      palette)
-            if args.seg_submission:
-                save_png(os.path.join(args.work_space, SUBMISSION_DIR, image_id + '.png'),
-                         preds[final], palette)
             for variant in variants:
                 save_png(os.path.join(dirs[variant], image_id + '.png'), preds[variant])
 
@@ -133,14 +181,17 @@ def run(args):
     model = load_model(args, n_class, device)
     variants = ['plain'] + (['crf'] if args.seg_crf else [])
     dirs = prediction_dirs(args, variants)
+    color_dir = dirs[variants[-1]] + '_color'
     if dist.is_main_process():
-        for folder in list(dirs.values()) + [dirs[variants[-1]] + '_color']:
-            remove_partial_files(folder)
+        reset_stale_predictions(args, list(dirs.values()) + [color_dir])
     todo, shard = pending_shard(ids, dirs[variants[-1]], '.png')
     log.info('eval_seg: %d images of %s, %d already predicted, %d in this process -> %s',
              len(ids), args.seg_eval_set, len(ids) - len(todo), len(shard), dirs[variants[-1]])
     predict_images(model, source, shard, args, dirs, device)
     dist.barrier()
+    if args.seg_submission:
+        copy_submission(ids, color_dir, args.work_space)
+        dist.barrier()
     if not all(os.path.isfile(source.mask_path(i)) for i in ids):
         log.info('eval_seg: %s has no ground truth; predictions -> %s', args.seg_eval_set,
                  dirs[variants[-1]])

@@ -79,7 +79,7 @@ def background_only_weights(path):
             conv.weight.zero_()
             conv.bias.zero_()
         model.aspp.branches[0].bias[0] = 1.0
-    save_weights(model, str(path))
+    save_weights(model, str(path), {'arch': 'deeplabv2'})
 
 
 def test_evaluation_of_known_predictions(tmp_path):
@@ -124,12 +124,12 @@ def test_train_seg_on_pseudo_masks_saves_and_resumes(tmp_path):
 
 def test_train_seg_with_torchrun_gloo(tmp_path):
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2',
-           '--master_port', '29527'] + run_sample_cmd(*seg_args(tmp_path, '--seg_label_dir',
-                                                                  'gt'))[1:]
+           '--master_port', '29527'] + run_sample_cmd(*seg_args(
+            tmp_path, '--seg_label_dir', 'gt', '--seg_iter_size', '2', '--seg_num_iters', '2'))[1:]
     result = subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS='1'), capture_output=True,
                             text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert '(1 per process)' in (tmp_path / 'run.log').read_text()
+    assert '(1 per process) x 2 accumulated' in (tmp_path / 'run.log').read_text()
     assert (tmp_path / 'deeplab_seg.safetensors').is_file()
 
 
@@ -271,7 +271,7 @@ def test_mixed_precision_training_and_evaluation(tmp_path):
     os.rename(tmp_path / 'deeplab_seg.safetensors', tmp_path / 'seg.safetensors')
     run_sample.main(eval_args(tmp_path, '--amp', 'True', '--seg_eval_set', 'val'))
     result = json.loads((tmp_path / 'eval_seg.json').read_text())
-    assert 0 <= result['miou'] <= 1 and len(os.listdir(tmp_path / 'seg_pred')) == 2
+    assert 0 <= result['miou'] <= 1 and len(list((tmp_path / 'seg_pred').glob('*.png'))) == 2
 
 
 def test_msc_outputs_and_fusion():
@@ -300,7 +300,9 @@ def test_msc_loss_resizes_labels_like_pil_nearest():
     rng = np.random.RandomState(0)
     labels = rng.randint(0, 3, (2, 41, 41))
     labels[:, :5] = 255
-    logits = [torch.randn(2, 3, *size) for size in ((41, 41), (21, 21), (31, 31))]
+    labels = np.concatenate([labels, np.full((2, 41, 55), 255)], axis=2)[:, :, :96]
+    logits = [torch.randn(2, 3, *size) for size in ((41, 96), (21, 48), (31, 72), (6, 12),
+                                                    (9, 12))]
     expected = 0
     for lg in logits:
         h, w = lg.shape[2:]
@@ -370,3 +372,37 @@ def test_training_rescale_factors_are_drawn_from_the_list(monkeypatch):
     for i in range(len(dataset)):
         dataset[i]
     assert set(drawn) == {0.5, 2.0}
+
+
+def test_deeplabv3_weights_round_trip(tmp_path):
+    from net.checkpoint import load_weights
+    from net.deeplab import DeepLabV3
+    model = build_segmentation_model('deeplabv3', 5)
+    assert not any(k.startswith('backbone.') for k in model.state_dict())
+    save_weights(model, str(tmp_path / 'v3.safetensors'), {'arch': 'deeplabv3'})
+    loaded = load_weights(DeepLabV3(5), str(tmp_path / 'v3.safetensors'))
+    assert torch.equal(loaded.backbone.layer4[2].conv3.weight, model.backbone.layer4[2].conv3.weight)
+
+
+def test_eval_seg_redoes_stale_predictions_and_completes_the_submission(tmp_path):
+    random_seg_weights(tmp_path / 'seg.safetensors')
+    run_sample.main(eval_args(tmp_path, '--seg_eval_set', 'val'))
+    run_sample.main(eval_args(tmp_path, '--seg_eval_set', 'val', '--seg_eval_flip', 'False',
+                              '--seg_submission', 'True'))
+    log = (tmp_path / 'run.log').read_text()
+    assert 'were made with other weights or settings: removed' in log
+    assert log.count('0 already predicted, 2 in this process') == 2      # both runs: all
+    submission = tmp_path / 'results' / 'VOC2012' / 'Segmentation' / 'comp6_test_cls'
+    assert sorted(os.listdir(submission)) == ['2009_005118.png', '2012_004233.png']
+    assert json.loads((tmp_path / 'eval_seg.json').read_text())['flip'] is False
+
+
+def test_eval_seg_refuses_weights_without_architecture_and_bad_flags(tmp_path):
+    model = DeepLabV2(21)
+    save_weights(model, str(tmp_path / 'seg.safetensors'))
+    with pytest.raises(ValueError, match='does not record its architecture'):
+        run_sample.main(eval_args(tmp_path))
+    with pytest.raises(FileNotFoundError, match='run train_seg first'):
+        run_sample.main(eval_args(tmp_path, '--seg_weights_name', 'absent.safetensors'))
+    with pytest.raises(SystemExit):
+        run_sample.build_parser().parse_args(['--seg_iter_size', '0'])
