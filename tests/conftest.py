@@ -1,7 +1,9 @@
 """Shared test fixtures: paths to the reference fixtures and tiny datasets."""
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -33,6 +35,20 @@ def demo_voc(tmp_path_factory):
     from tools.make_demo_voc import generate_demo_voc
     return generate_demo_voc(str(tmp_path_factory.mktemp('demo') / 'VOC2012'), n_images=12,
                              seed=3, with_aug=True, min_side=64, max_side=96)
+
+
+def kill_when(cmd, ready, timeout=300):
+    """Start ``cmd`` and SIGKILL it as soon as ``ready()`` holds (or it ends, or time is up)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None and not ready():
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def has_file_ending(folder, suffix):
+    return folder.is_dir() and any(n.endswith(suffix) for n in os.listdir(folder))
 
 
 def run_sample_cmd(*args):

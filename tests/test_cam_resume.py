@@ -1,6 +1,5 @@
 """make_clims: resume after a kill, atomic writes, reference .npy export."""
 import os
-import signal
 import subprocess
 import time
 
@@ -8,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REF, VOC_MINI, run_sample_cmd
+from conftest import REF, VOC_MINI, has_file_ending, kill_when, run_sample_cmd
 from misc import io as mio
 from tools.export_cams_npy import export_cams
 
@@ -28,16 +27,9 @@ def test_killed_run_resumes_to_identical_files(tmp_path, clims_reference_weights
     subprocess.run(make_clims_cmd(full, clims_reference_weights), check=True,
                    capture_output=True)
     killed = tmp_path / 'killed'
-    proc = subprocess.Popen(make_clims_cmd(killed, clims_reference_weights),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     cam_dir = killed / 'cams'
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if cam_dir.is_dir() and any(n.endswith('.npz') for n in os.listdir(cam_dir)):
-            break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when(make_clims_cmd(killed, clims_reference_weights),
+              lambda: has_file_ending(cam_dir, '.npz'), timeout=120)
     done = [n for n in cam_files(cam_dir) if n.endswith('.npz')]
     assert 1 <= len(done) < 6, 'the kill should land mid-run'
     for name in done:                       # whatever exists is complete

@@ -2,10 +2,8 @@
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -13,7 +11,7 @@ import torch
 from PIL import Image
 
 import run_sample
-from conftest import REF, REPO, VOC_MINI, run_sample_cmd
+from conftest import REF, REPO, VOC_MINI, has_file_ending, kill_when, run_sample_cmd
 from misc.path_index import PathIndex, affinity_labels
 from misc.random_walk import padded_path_affinity, propagate_to_edge, sparse_affinity, \
     transition_matrix
@@ -125,16 +123,9 @@ def test_killed_make_sem_seg_resumes_to_identical_pngs(tmp_path, irn_reference_w
         shutil.copytree(REF / 'cams', ws / 'cams')
     subprocess.run(run_sample_cmd(*sem_seg_args(full, irn_reference_weights)), check=True,
                    capture_output=True)
-    proc = subprocess.Popen(run_sample_cmd(*sem_seg_args(killed, irn_reference_weights)),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     out = killed / 'sem_seg'
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if out.is_dir() and any(n.endswith('.png') for n in os.listdir(out)):
-            break
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when(run_sample_cmd(*sem_seg_args(killed, irn_reference_weights)),
+              lambda: has_file_ending(out, '.png'), timeout=120)
     assert len([n for n in os.listdir(out) if n.endswith('.png')]) < len(IDS)
     subprocess.run(run_sample_cmd(*sem_seg_args(killed, irn_reference_weights)), check=True,
                    capture_output=True)

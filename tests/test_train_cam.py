@@ -1,16 +1,14 @@
 """train_cam: reference SGD schedule, checkpoints, resume, DDP under torchrun."""
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import torch
 
 import run_sample
-from conftest import REF, run_sample_cmd
+from conftest import REF, kill_when, run_sample_cmd
 from misc.torchutils import reference_poly_sgd
 from net.checkpoint import load_weights, read_state_dict
 from net.resnet50_cam import CAM
@@ -68,13 +66,8 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path, demo_voc):
     subprocess.run(cmd, check=True, capture_output=True)
     killed = tmp_path / 'killed'
     cmd = run_sample_cmd(*train_args(demo_voc['root'], killed, epochs=3))
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state = killed / 'res50_cam.train_state.pt'
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None and not state.exists():
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when(cmd, state.exists)
     assert state.exists() and not (killed / 'res50_cam.safetensors').exists()
     result = subprocess.run(cmd, check=True, capture_output=True, text=True)
     assert 'resuming after epoch' in result.stdout

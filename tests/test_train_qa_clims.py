@@ -2,16 +2,14 @@
 weights, resume after a kill, DDP, up-front checks of VQA entries and caches."""
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 
 import run_sample
-from conftest import run_sample_cmd
+from conftest import kill_when, run_sample_cmd
 from net.checkpoint import read_state_dict
 from tools.gen_text_feats_cache import main as gen_cache
 from tools.make_tiny_clip import write_tiny_clip
@@ -64,13 +62,8 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path, qa_inputs):
     subprocess.run(run_sample_cmd(*qa_args(qa_inputs, full, epochs=3)), check=True,
                    capture_output=True)
     cmd = run_sample_cmd(*qa_args(qa_inputs, killed, epochs=3))
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state = killed / 'res50_qa_clims.train_state.pt'
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None and not state.exists():
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when(cmd, state.exists)
     assert state.exists() and not (killed / 'res50_qa_clims.safetensors').exists()
     result = subprocess.run(cmd, check=True, capture_output=True, text=True)
     assert 'resuming after epoch' in result.stdout

@@ -2,15 +2,13 @@
 import json
 import os
 import shutil
-import signal
 import subprocess
-import time
 
 import numpy as np
 import pytest
 
 import run_sample
-from conftest import REPO
+from conftest import REPO, has_file_ending, kill_when
 from tools.gen_text_feats_cache import main as gen_cache
 from tools.make_demo_voc import generate_demo_voc
 from tools.make_tiny_blip import write_tiny_blip
@@ -85,15 +83,8 @@ def test_interrupted_run_resumes_to_the_same_files(tmp_path, small_voc, tiny_bli
         small_voc, killed, tiny_blip, '--vqa_batch_size', '1')[:-2]
     import sys
     cmd[0] = sys.executable
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     parts = killed / 'vqa_parts'
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if parts.is_dir() and any(n.endswith('.json') for n in os.listdir(parts)):
-            break
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when(cmd, lambda: has_file_ending(parts, '.json'), timeout=120)
     done = [n for n in os.listdir(parts) if n.endswith('.json')]
     assert 1 <= len(done) < len(small_voc['ids'])
     result = subprocess.run(cmd, check=True, capture_output=True, text=True)
