@@ -99,11 +99,15 @@ def stages_of(args):
     return [stage for stage in run_sample.STAGES if getattr(args, stage + '_pass')]
 
 
-@pytest.fixture(scope='module')
-def flow_commands(tmp_path_factory):
+def flow_commands(tmp_path):
     """Effective run_sample.py arguments of every command of every flow."""
-    return {script: [effective_args(argv) for argv in map(run_sample_argv, dry_run(
-        tmp_path_factory.mktemp('flow'), script)) if argv is not None] for script in FLOWS}
+    commands = []
+    for script in FLOWS:
+        folder = tmp_path / script
+        folder.mkdir()
+        commands += [effective_args(argv) for argv in map(run_sample_argv, dry_run(folder, script))
+                     if argv is not None]
+    return commands
 
 
 @pytest.mark.parametrize('script', sorted(FLOWS))
@@ -124,8 +128,8 @@ def test_dry_run_prints_every_command_and_runs_nothing(tmp_path, script):
             assert words[1:5] == ['-m', 'torch.distributed.run', '--nproc_per_node', '2']
 
 
-def test_flow_commands_have_the_recipe_values(flow_commands):
-    commands = [args for script in FLOWS for args in flow_commands[script]]
+def test_flow_commands_have_the_recipe_values(tmp_path):
+    commands = flow_commands(tmp_path)
     flow_stages = {(args.dataset, stage) for args in commands for stage in stages_of(args)}
     mismatches = []
     for row, flag, value in checked_rows():
