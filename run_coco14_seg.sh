@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# DeepLab on the COCO 2014 pseudo masks: the VOC flow (run_voc12_seg.sh) with --dataset coco14.
+# DeepLab on the COCO 2014 pseudo masks: the VOC flow (run_voc12_seg.sh) with
+# --dataset coco14, trained on train2014, evaluated on val2014.
+# DRY_RUN=1 prints the commands instead of running them.
 set -euo pipefail
 export DATASET=coco14
 export MSCOCO_ROOT=${MSCOCO_ROOT:-data/coco2014}

@@ -62,7 +62,8 @@ def build_parser():
     g.add_argument('--train_list', default='train_aug',
                    help='split name (train, train_aug, ...) or list file')
     g.add_argument('--val_list', default='val', help='split name or list file ("" to skip)')
-    g.add_argument('--infer_list', default='train', help='split name or list file')
+    g.add_argument('--infer_list', default='train_aug',
+                   help='split name or list file: images that get CAMs and pseudo masks')
     g.add_argument('--chainer_eval_set', default='train',
                    help='split evaluated by eval_cam and eval_sem_seg')
     g.add_argument('--num_workers', default=os.cpu_count() or 1, type=int)

@@ -3,10 +3,11 @@
 # repository): train on train_aug with $WORK_SPACE/sem_seg, evaluate on val
 # with multi-scale + flip inference, with and without dense CRF (both stages
 # use NGPU processes: DDP training, evaluation sharded over the processes).
-# Run run_voc12_sem_seg.sh first with TRAIN_LIST=train_aug so that every
-# training image has a pseudo mask.
+# Run run_voc12_sem_seg.sh first: it writes the pseudo masks of its INFER_LIST
+# (train_aug), which must cover TRAIN_LIST here.
 #
 # Set the variables below (or export them) and run:  bash run_voc12_seg.sh
+# DRY_RUN=1 prints the commands (one per line) instead of running them.
 set -euo pipefail
 
 DATASET=${DATASET:-voc12}                           # voc12 or coco14 (run_coco14_*.sh set it)
@@ -19,7 +20,7 @@ NGPU=${NGPU:-1}
 NUM_WORKERS=${NUM_WORKERS:-8}
 PYTHON=${PYTHON:-python}
 ARCH=${ARCH:-deeplabv2}               # deeplabv2_caffe (converted DeepLab init) or deeplabv3
-TRAIN_LIST=${TRAIN_LIST:-train_aug}
+TRAIN_LIST=${TRAIN_LIST:-train_aug}   # images DeepLab trains on (with their LABEL_DIR masks)
 LABEL_DIR=${LABEL_DIR:-sem_seg}       # pseudo masks (gt = ground truth, the upper bound)
 BATCH_SIZE=${BATCH_SIZE:-10}
 ITER_SIZE=${ITER_SIZE:-1}             # micro-batches accumulated per iteration (CLIMS's config: 2)
@@ -29,7 +30,7 @@ CROP_SIZE=${CROP_SIZE:-321}
 NUM_ITERS=${NUM_ITERS:-30000}
 LR=${LR:-0.00025}
 WEIGHT_DECAY=${WEIGHT_DECAY:-0.0005}
-EVAL_SET=${EVAL_SET:-val}
+EVAL_SET=${EVAL_SET:-val}             # split predicted and scored
 EVAL_SCALES=${EVAL_SCALES:-0.5,0.75,1.0,1.25,1.5}
 EVAL_FLIP=${EVAL_FLIP:-True}          # deeplab-pytorch's own test: EVAL_SCALES=1.0 EVAL_FLIP=False
 CRF=${CRF:-True}
@@ -42,12 +43,12 @@ if [ -f "$BACKBONE_WEIGHTS" ]; then backbone=(--seg_backbone_weights "$BACKBONE_
 common=("${data[@]}" --work_space "$WORK_SPACE" --num_workers "$NUM_WORKERS"
         --seg_arch "$ARCH" --seg_msc "$MSC" --amp "$AMP")
 
-"${launch[@]}" "$repo/run_sample.py" "${common[@]}" "${backbone[@]}" \
+run "${launch[@]}" "$repo/run_sample.py" "${common[@]}" "${backbone[@]}" \
     --seg_train_list "$TRAIN_LIST" --seg_label_dir "$LABEL_DIR" \
     --seg_batch_size "$BATCH_SIZE" --seg_iter_size "$ITER_SIZE" --seg_scales "$SCALES" \
     --seg_crop_size "$CROP_SIZE" --seg_num_iters "$NUM_ITERS" \
     --seg_learning_rate "$LR" --seg_weight_decay "$WEIGHT_DECAY" --train_seg_pass True
 
-"${launch[@]}" "$repo/run_sample.py" "${common[@]}" --seg_eval_set "$EVAL_SET" \
+run "${launch[@]}" "$repo/run_sample.py" "${common[@]}" --seg_eval_set "$EVAL_SET" \
     --seg_eval_scales "$EVAL_SCALES" --seg_eval_flip "$EVAL_FLIP" --seg_crf "$CRF" \
     --seg_submission "$SUBMISSION" --eval_seg_pass True

@@ -1,0 +1,182 @@
+"""The shell flows against README.md's "Recipe" table, through DRY_RUN=1.
+
+The table is the one place of the recipe. A row with a flag names the
+run_sample.py stages and the datasets it applies to and the value ours must
+have there. Every flow runs with DRY_RUN=1 (nothing executed, nothing
+created); each printed run_sample.py command is parsed by run_sample.py, so
+a value is the explicit flag, else run_sample.py's default.
+"""
+import os
+import re
+import shlex
+import subprocess
+
+import pytest
+
+import run_sample
+from conftest import REPO
+
+COLUMNS = ('stage', 'data', 'setting', 'flag', 'authors', 'source', 'ours', 'why')
+DATA_NAMES = {'voc12': 'VOC', 'coco14': 'COCO'}
+PYTHON = '/flows-dry-run/python'       # never executed: a dry run only prints it
+FLOWS = {
+    'run_voc12_qa_clims.sh': ['train_qa_clims', 'make_clims', 'eval_cam'],
+    'run_voc12_sem_seg.sh': ['cam_to_ir_label', 'train_irn', 'make_sem_seg', 'eval_sem_seg'],
+    'run_voc12_seg.sh': ['train_seg', 'eval_seg'],
+    'run_coco14_qa_clims.sh': ['train_qa_clims', 'make_clims', 'eval_cam'],
+    'run_coco14_sem_seg.sh': ['cam_to_ir_label', 'train_irn', 'make_sem_seg', 'eval_sem_seg'],
+    'run_coco14_seg.sh': ['train_seg', 'eval_seg'],
+}
+
+
+def effective_args(argv):
+    """run_sample.py's arguments for a command line: explicit flags, else its defaults.
+
+    Where run_sample.py fills per-dataset defaults after parsing, that function
+    is applied too (the only place to adapt if its name changes).
+    """
+    args = run_sample.build_parser().parse_args(argv)
+    fill_dataset_defaults = getattr(run_sample, 'fill_dataset_defaults', None)
+    if fill_dataset_defaults is not None:
+        fill_dataset_defaults(args)
+    return args
+
+
+def recipe_rows():
+    """The rows of README.md's Recipe table as dicts keyed by COLUMNS."""
+    text = (REPO / 'README.md').read_text()
+    section = text.split('\n## Recipe\n', 1)[1].split('\n## ', 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith('|')]
+    header = [cell.strip() for cell in lines[0].strip('|').split('|')]
+    assert tuple(header) == COLUMNS
+    rows = []
+    for line in lines[2:]:
+        cells = [cell.strip() for cell in line.strip().strip('|').split('|')]
+        assert len(cells) == len(COLUMNS), line
+        rows.append(dict(zip(COLUMNS, cells)))
+    return rows
+
+
+def row_stages(row):
+    """Stage names of a row; None for 'all'."""
+    return None if row['stage'] == 'all' else set(re.findall(r'`(\w+)`', row['stage']))
+
+
+def row_datasets(row):
+    return {name for name, label in DATA_NAMES.items()
+            if label in [part.strip() for part in row['data'].split(',')]}
+
+
+def checked_rows():
+    """(row, flag, value typed by run_sample.py's parser) of every row with a flag."""
+    out = []
+    for row in recipe_rows():
+        if not row['flag']:
+            continue
+        flag = re.fullmatch(r'`(--\w+)`', row['flag']).group(1)
+        value = re.fullmatch(r'`([^`]*)`', row['ours']).group(1)
+        parsed = run_sample.build_parser().parse_args([flag, value])
+        out.append((row, flag, getattr(parsed, flag[2:])))
+    return out
+
+
+def dry_run(tmp_path, script, **variables):
+    """The printed commands of a flow run with DRY_RUN=1 in an empty folder."""
+    env = {'PATH': os.environ.get('PATH', '/usr/bin:/bin'), 'DRY_RUN': '1', 'PYTHON': PYTHON,
+           **variables}
+    done = subprocess.run(['bash', str(REPO / script)], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, check=True)
+    return [shlex.split(line) for line in done.stdout.splitlines()]
+
+
+def run_sample_argv(words):
+    """The run_sample.py arguments of a printed command (None for another program)."""
+    scripts = [i for i, w in enumerate(words) if w == str(REPO / 'run_sample.py')]
+    return words[scripts[0] + 1:] if scripts else None
+
+
+def stages_of(args):
+    return [stage for stage in run_sample.STAGES if getattr(args, stage + '_pass')]
+
+
+def flow_commands(tmp_path):
+    """Effective run_sample.py arguments of every command of every flow."""
+    commands = []
+    for script in FLOWS:
+        folder = tmp_path / script
+        folder.mkdir()
+        commands += [effective_args(argv) for argv in map(run_sample_argv, dry_run(folder, script))
+                     if argv is not None]
+    return commands
+
+
+@pytest.mark.parametrize('script', sorted(FLOWS))
+def test_dry_run_prints_every_command_and_runs_nothing(tmp_path, script):
+    commands = dry_run(tmp_path, script, NGPU='2')
+    assert os.listdir(tmp_path) == []
+    for words in commands:
+        assert words[0] == PYTHON
+        program = next(w for w in words[1:] if w.endswith('.py'))
+        assert program == str(REPO / 'run_sample.py') or \
+            os.path.dirname(program) == str(REPO / 'tools'), words
+    stages = [stages_of(effective_args(argv)) for argv in map(run_sample_argv, commands)
+              if argv is not None]
+    assert stages == [[stage] for stage in FLOWS[script]]
+    for words in commands:
+        argv = run_sample_argv(words)
+        if argv is not None and stages_of(effective_args(argv))[0].startswith('train_'):
+            assert words[1:5] == ['-m', 'torch.distributed.run', '--nproc_per_node', '2']
+
+
+def test_flow_commands_have_the_recipe_values(tmp_path):
+    commands = flow_commands(tmp_path)
+    flow_stages = {(args.dataset, stage) for args in commands for stage in stages_of(args)}
+    mismatches = []
+    for row, flag, value in checked_rows():
+        stages = row_stages(row)
+        for dataset in row_datasets(row):
+            targets = [args for args in commands if args.dataset == dataset and
+                       (stages is None or stages & set(stages_of(args)))]
+            for stage in sorted(stages or ()):
+                if (dataset, stage) not in flow_stages:      # no flow runs it: the defaults
+                    targets.append(effective_args(['--dataset', dataset,
+                                                   '--%s_pass' % stage, 'True']))
+            assert targets, (row, dataset)
+            for args in targets:
+                actual = getattr(args, flag[2:])
+                if actual != value:
+                    mismatches.append('%s %s %s: %r, table %r' % (
+                        dataset, '+'.join(stages_of(args)), flag, actual, value))
+    assert mismatches == []
+
+
+def test_recipe_rows_are_well_formed_and_differences_say_why():
+    rows = recipe_rows()
+    stages = set(run_sample.STAGES)
+    for row in rows:
+        assert row_datasets(row), row
+        if row['flag']:
+            assert row_stages(row) is None or row_stages(row) <= stages, row
+        if row['authors'] != row['ours']:
+            assert row['why'], row
+    assert any(row['authors'] != row['ours'] for row in rows)
+
+
+@pytest.mark.parametrize('script, text_set', [('run_voc12_qa_clims.sh', 'voc'),
+                                              ('run_coco14_qa_clims.sh', 'coco')])
+def test_text_caches_are_made_once_with_the_training_clip(tmp_path, script, text_set):
+    first = dry_run(tmp_path, script)
+    tool = first[0]
+    assert tool[1] == str(REPO / 'tools' / 'gen_text_feats_cache.py') and tool[2] == text_set
+    training = effective_args(run_sample_argv(first[1]))
+    assert tool[tool.index('--clip') + 1] == training.clip
+    for flag in ('--vqa_fg_cache_file', '--vqa_bg_cache_file'):
+        cache = tmp_path / tool[tool.index(flag) + 1]
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.touch()
+    again = dry_run(tmp_path, script)
+    assert [stages_of(effective_args(run_sample_argv(words))) for words in again] == \
+        [['train_qa_clims'], ['make_clims'], ['eval_cam']]
+    skipped = dry_run(tmp_path, script, SKIP_TRAIN='1')
+    assert [stages_of(effective_args(run_sample_argv(words))) for words in skipped] == \
+        [['make_clims'], ['eval_cam']]
