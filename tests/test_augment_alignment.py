@@ -115,11 +115,17 @@ class Decoded:
         return np.diff(self.x[top:bottom, left:right], axis=1).mean() < 0
 
 
-def assert_padding(decoded, img, label):
-    """Outside the image: label 255 and image 0 in every channel."""
-    decoded.valid_box()
-    assert (label[decoded.pad] == IGNORE).all()
-    assert (img.numpy()[:, decoded.pad] == 0).all()
+def assert_window_and_padding(decoded, label, crop_size, original, scales):
+    """The image occupies a window of min(crop, round(side * s)) pixels for one of the
+    ``scales``; everywhere else the image is 0 in every channel (the normalised pad value;
+    no image pixel normalises to 0 in all three channels) and the label 255."""
+    top, bottom, left, right = decoded.valid_box()
+    windows = {tuple(min(crop_size, int(np.round(side * s))) for side in original.shape)
+               for s in scales}
+    assert (bottom - top, right - left) in windows
+    assert decoded.pad.shape == (crop_size, crop_size)
+    if label is not None:
+        assert (label[decoded.pad] == IGNORE).all()
 
 
 def exact_source_labels(decoded, original):
@@ -167,10 +173,6 @@ def sample(dataset, seed, idx):
     return dataset[idx]
 
 
-def assert_both_flips_seen(flips):
-    assert set(flips) == {True, False}
-
-
 @pytest.mark.parametrize('from_gt', [False, True], ids=['pseudo_masks', 'gt'])
 def test_segmentation_training_pairs_at_scale_one_are_exact(coded, from_gt):
     source, labels, label_dir = coded
@@ -183,10 +185,10 @@ def test_segmentation_training_pairs_at_scale_one_are_exact(coded, from_gt):
             decoded = Decoded(pack['img'])
             label = pack['label'].numpy()
             assert label.shape == (56, 56)
-            assert_padding(decoded, pack['img'], label)
+            assert_window_and_padding(decoded, label, 56, labels[name], dataset.scales)
             np.testing.assert_array_equal(label, exact_source_labels(decoded, labels[name]))
             flips.append(decoded.flipped())
-    assert_both_flips_seen(flips)
+    assert set(flips) == {True, False}
 
 
 def test_segmentation_training_pairs_at_every_rescale_factor(coded):
@@ -198,14 +200,14 @@ def test_segmentation_training_pairs_at_every_rescale_factor(coded):
             pack = sample(dataset, seed, idx)
             decoded = Decoded(pack['img'])
             label = pack['label'].numpy()
-            assert_padding(decoded, pack['img'], label)
+            assert_window_and_padding(decoded, label, 56, labels[name], dataset.scales)
             expected, certain = certain_source_labels(decoded, labels[name])
             np.testing.assert_array_equal(label[certain], expected[certain])
             flips.append(decoded.flipped())
             sizes.add(np.ptp(decoded.x[~decoded.pad]))
             n_certain += (certain & ~decoded.pad).sum()
             n_valid += (~decoded.pad).sum()
-    assert_both_flips_seen(flips)
+    assert set(flips) == {True, False}
     assert len(sizes) > 3                    # several rescale factors were drawn
     assert n_certain > 0.3 * n_valid
 
@@ -242,14 +244,13 @@ def test_irnet_pair_labels_at_scale_one_are_exact(coded):
         for idx, name in enumerate(dataset.ids):
             pack = sample(dataset, seed, idx)
             decoded = Decoded(pack['img'])
-            assert pack['img'].shape == (3, crop_size, crop_size)
-            assert (pack['img'].numpy()[:, decoded.pad] == 0).all()
+            assert_window_and_padding(decoded, None, crop_size, labels[name], (1.0,))
             reduced = reduced_by_four(exact_source_labels(decoded, labels[name]))
             for key, expected in zip(('aff_bg_pos_label', 'aff_fg_pos_label', 'aff_neg_label'),
                                      pair_labels(reduced, dataset.path_index)):
                 np.testing.assert_array_equal(pack[key].numpy(), expected.astype(np.float32))
             flips.append(decoded.flipped())
-    assert_both_flips_seen(flips)
+    assert set(flips) == {True, False}
 
 
 def test_irnet_pair_labels_under_random_rescale(coded):
@@ -274,5 +275,5 @@ def test_irnet_pair_labels_under_random_rescale(coded):
             flips.append(decoded.flipped())
             compared += both.sum()
             total += both.size
-    assert_both_flips_seen(flips)
+    assert set(flips) == {True, False}
     assert compared > 0.4 * total
