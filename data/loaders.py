@@ -99,7 +99,8 @@ class MultiScaleDataset(Dataset):
 
 class AffinityDataset(Dataset):
     """IRNet training pairs (METHOD.md stage 8): image, confident-region labels
-    reduced by 4 (nearest) and the pair labels of ``path_index``.
+    reduced by 4 (nearest) and the pair labels of ``path_index`` (classes
+    0..n_classes of the source, e.g. < 81 on COCO; 255 ignored).
 
     Augmentation as the reference: random rescale (image bicubic, label
     nearest), normalisation, joint flip, joint random crop (fill 0 / 255).
@@ -130,7 +131,8 @@ class AffinityDataset(Dataset):
         img, label = imutils.random_crop_pair(img, label, self.crop_size)
         reduced = imutils.pil_rescale(np.ascontiguousarray(label), 0.25, 0)
         bg_pos, fg_pos, neg = affinity_labels(reduced, self.path_index.src_indices,
-                                              self.path_index.dst_indices)
+                                              self.path_index.dst_indices,
+                                              self.source.n_classes + 1)
         return {'name': image_id,
                 'img': torch.from_numpy(np.ascontiguousarray(imutils.hwc_to_chw(img))),
                 'aff_bg_pos_label': torch.from_numpy(bg_pos),
