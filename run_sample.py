@@ -99,6 +99,9 @@ def build_parser():
     g.add_argument('--vqa_min_length', default=1, type=int)
     g.add_argument('--vqa_dtype', default='float32', choices=['float32', 'float16', 'bfloat16'])
     g.add_argument('--vqa_lemmatizer', default='auto', choices=['auto', 'wordnet', 'lemminflect'])
+    g.add_argument('--vqa_question_bos', default='enc', choices=['enc', 'cls'],
+                   help='first question token: [ENC] as the reference BLIP, or [CLS] as '
+                        'HuggingFace\'s BlipForQuestionAnswering')
     g.add_argument('--vqa_parts_dir', default='vqa_parts')
     g.add_argument('--vqa_export_npy', default=False, type=str2bool,
                    help='also write the reference pickled .npy files')

@@ -2,12 +2,16 @@
 
 For every image of ``--vqa_list`` and every class present, the 6 FG and 10
 BG questions are answered by BLIP (:class:`vqa.blip.BlipVQA`, batched over
-images and questions), each answer is lemmatised as a noun, and the results
-are written in the reference schema as two JSON files (``--vqa_fg_file``,
-``--vqa_bg_file``) that ``tools/gen_text_feats_cache.py`` and
-``train_qa_clims`` read. One part file per image in ``--vqa_parts_dir``
-makes the step resumable (nothing is asked twice) and lets torchrun
-processes share the work; the main process merges the parts.
+images and questions; the first question token is [ENC] as the reference
+BLIP, or [CLS] with ``--vqa_question_bos cls``), each answer is lemmatised
+as a noun, and the results are written in the reference schema as two JSON
+files (``--vqa_fg_file``, ``--vqa_bg_file``) that
+``tools/gen_text_feats_cache.py`` and ``train_qa_clims`` read. One part file
+per image in ``--vqa_parts_dir`` makes the step resumable (nothing is asked
+twice; parts written with other settings are refused) and lets torchrun
+processes share the work; the main process merges the parts. The
+``.meta.json`` beside each result file records the model, the lemmatiser and
+the settings (``question_bos`` included).
 """
 import io
 import os
@@ -46,8 +50,9 @@ def image_entries(class_names, answers, lemmatize):
     return fg, bg
 
 
-def answer_images(model, source, ids, parts_dir, lemmatize, batch_size, progress):
-    """Ask every question about ``ids`` in batches of images; one part file per image."""
+def answer_images(model, source, ids, parts_dir, lemmatize, settings, batch_size, progress):
+    """Ask every question about ``ids`` in batches of images; one part file per image,
+    with the ``settings`` that made it."""
     names = source.class_names
     for start in tqdm(range(0, len(ids), batch_size), desc='vqa', disable=not progress,
                       dynamic_ncols=True):
@@ -59,7 +64,23 @@ def answer_images(model, source, ids, parts_dir, lemmatize, batch_size, progress
         for image_id, cls, ans in zip(batch, classes, answers):
             per_class = [ans[16 * k:16 * (k + 1)] for k in range(len(cls))]
             fg, bg = image_entries(cls, per_class, lemmatize)
-            save_json(os.path.join(parts_dir, image_id + '.json'), {'fg': fg, 'bg': bg})
+            save_json(os.path.join(parts_dir, image_id + '.json'),
+                      {'fg': fg, 'bg': bg, 'settings': settings})
+
+
+def require_same_settings(ids, parts_dir, settings):
+    """Refuse to resume from part files written with other settings (model settings and
+    lemmatiser): the results would mix the answers of both."""
+    for image_id in ids:
+        path = os.path.join(parts_dir, image_id + '.json')
+        made = load_json(path).get('settings', {})
+        differ = sorted(k for k in set(made) | set(settings) if made.get(k) != settings.get(k))
+        if differ:
+            raise ValueError('%s was written with other VQA settings (%s) than this run (%s): '
+                             'delete %s to answer again, or run with the same flags'
+                             % (path, ', '.join('%s=%s' % (k, made.get(k)) for k in differ),
+                                ', '.join('%s=%s' % (k, settings.get(k)) for k in differ),
+                                parts_dir))
 
 
 def merge_parts(ids, parts_dir, fg_path, bg_path, meta):
@@ -94,15 +115,19 @@ def run(args):
     log.info('vqa: %d images, %d done, %d in this process (model %s, lemmatiser %s)',
              len(ids), len(ids) - len(todo), len(shard), args.vqa_model, lemmatizer_name)
     model = BlipVQA(args.vqa_model, device, DTYPES[args.vqa_dtype], args.vqa_image_size,
-                    args.vqa_num_beams, args.vqa_max_length, args.vqa_min_length)
+                    args.vqa_num_beams, args.vqa_max_length, args.vqa_min_length,
+                    args.vqa_question_bos)
+    settings = dict(model.settings(), lemmatizer=lemmatizer_name)
+    pending = set(todo)
+    require_same_settings([i for i in ids if i not in pending], parts_dir, settings)
     if shard:
-        answer_images(model, source, shard, parts_dir, lemmatize, args.vqa_batch_size,
+        answer_images(model, source, shard, parts_dir, lemmatize, settings, args.vqa_batch_size,
                       dist.is_main_process())
     dist.barrier()
     if dist.is_main_process():
         fg_path, bg_path = in_work_space(args, args.vqa_fg_file), in_work_space(args, args.vqa_bg_file)
-        meta = {'model': args.vqa_model, 'lemmatizer': lemmatizer_name,
-                'list': args.vqa_list or args.train_list, 'n_images': len(ids), **model.settings()}
+        meta = {'model': args.vqa_model, 'list': args.vqa_list or args.train_list,
+                'n_images': len(ids), **settings}
         fg, bg = merge_parts(ids, parts_dir, fg_path, bg_path, meta)
         if args.vqa_export_npy:
             for results, path in ((fg, fg_path), (bg, bg_path)):

@@ -5,13 +5,17 @@
         --vqa_bg_file vqa/voc_vqa_bg_blip.json --vqa_bg_cache_file vqa/voc_vqa_bg_blip_ViT-L-14_cache.safetensors \\
         --clip ViT-L/14
 
-Arguments as the reference script. VQA results are our JSON; the authors'
-pickled ``voc_vqa_*_blip.npy`` are converted to JSON first, only with
-``--import_reference_npy``. Caches are safetensors + metadata (the CLIP
-model's name and weights checksum, the prompt); a cache path ending in
-``.npy`` is written as ``.safetensors``. ``--import_reference_cache`` converts
-the authors' ``*_cache.npy`` (pickles) instead of encoding the answers again;
-``--clip`` then only names the model whose checksum tags the result.
+Arguments as the reference script. The answers encoded are those the
+reference selects: the lemmas of the 6 FG / 10 BG question templates, found
+by their position in the ``vqa`` list of the file's first entry; other
+questions are ignored (``vqa.text_features.answer_selector``). VQA results
+are our JSON; the authors' pickled ``voc_vqa_*_blip.npy`` are converted to
+JSON first, only with ``--import_reference_npy``. Caches are safetensors +
+metadata (the CLIP model's name and weights checksum, the prompt); a cache
+path ending in ``.npy`` is written as ``.safetensors``.
+``--import_reference_cache`` converts the authors' ``*_cache.npy`` (pickles)
+instead of encoding the answers again; ``--clip`` then only names the model
+whose checksum tags the result.
 """
 import argparse
 import os
@@ -71,10 +75,10 @@ def reference_cache_features(npy_path):
     return table
 
 
-def import_reference_cache(npy_path, results, kind, clip_name, checksum):
+def import_reference_cache(npy_path, results, kind, clip_name, checksum, source=None):
     """Our cache from the authors' one, for the texts our results need."""
     table = reference_cache_features(npy_path)
-    texts = cache_texts(results, kind)
+    texts = cache_texts(results, kind, source)
     missing = [t for t in texts if t not in table]
     if missing:
         raise KeyError('%s lacks %d texts of the VQA results, first %s'
@@ -102,19 +106,20 @@ def main(argv=None):
     a = p.parse_args(argv)
     class_names = CLASS_NAMES[a.dataset]
     clip_file = a.clip_weights or a.clip
-    results = {'fg': read_results(a.vqa_fg_file, class_names, a.import_reference_npy),
-               'bg': read_results(a.vqa_bg_file, class_names, a.import_reference_npy)}
+    sources = {'fg': a.vqa_fg_file, 'bg': a.vqa_bg_file}
+    results = {k: read_results(sources[k], class_names, a.import_reference_npy) for k in sources}
     outputs = {'fg': our_cache_path(a.vqa_fg_cache_file), 'bg': our_cache_path(a.vqa_bg_cache_file)}
     if a.import_reference_cache:
         checksum = weights_checksum(read_clip_state_dict(resolve_clip_file(clip_file)))
-        sources = dict(zip(('fg', 'bg'), a.import_reference_cache))
-        caches = {k: import_reference_cache(sources[k], results[k], k, a.clip, checksum)
-                  for k in ('fg', 'bg')}
+        npy_caches = dict(zip(('fg', 'bg'), a.import_reference_cache))
+        caches = {k: import_reference_cache(npy_caches[k], results[k], k, a.clip, checksum,
+                                            sources[k]) for k in ('fg', 'bg')}
     else:
         model = load_clip(clip_file, device=a.device)
         with torch.no_grad():
             caches = {k: build_cache(results[k], k, lambda prompts: model.encode_text(
-                tokenize(prompts)), a.clip, model.checksum) for k in ('fg', 'bg')}
+                tokenize(prompts)), a.clip, model.checksum, source=sources[k])
+                for k in ('fg', 'bg')}
     for kind, cache in caches.items():
         cache.save(outputs[kind])
         print('%s cache: %d texts -> %s' % (kind, len(cache.texts), outputs[kind]))

@@ -4,7 +4,8 @@ without the 1.5 GB checkpoint).
 
     python tools/make_tiny_blip.py --out tiny_blip [--seed 0]
 
-Vocabulary: BERT's special tokens, BLIP's [DEC]/[ENC], the words of the
+Vocabulary: BERT's special tokens, BLIP's [DEC] (the BOS token) and [ENC] (a
+special token, the reference's first question token), the words of the
 questions, the class names of VOC and a few answer words.
 """
 import argparse
@@ -38,7 +39,7 @@ def write_tiny_blip(out_dir, seed=0, image_size=32):
     """Save a tiny BLIP VQA model + tokenizer to ``out_dir``; returns it."""
     vocab = tiny_vocabulary()
     tokenizer = BertTokenizer(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True,
-                              bos_token='[DEC]')
+                              bos_token='[DEC]', additional_special_tokens=['[ENC]'])
     text = dict(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1,
                 num_attention_heads=2, intermediate_size=64, encoder_hidden_size=32,
                 max_position_embeddings=64, bos_token_id=vocab.index('[DEC]'),

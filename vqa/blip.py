@@ -7,6 +7,14 @@ min_length 1, from the decoder's BOS token, stopping at [SEP] (BLIP's
 ``generate`` in ``blip_vqa.py``). Position embeddings are interpolated when
 the checkpoint was converted at another resolution.
 
+First question token: the reference BLIP replaces the tokenizer's [CLS] by
+its [ENC] token before the question encoder (``blip_vqa.py``:
+``input_ids[:, 0] = enc_token_id``); HuggingFace's
+``BlipForQuestionAnswering`` keeps [CLS]. ``question_bos='enc'`` (default)
+follows the reference when the tokenizer has an [ENC] token (the HF BLIP
+checkpoints do: bert-base-uncased + [DEC], [ENC]), and falls back to [CLS]
+with a warning otherwise; ``'cls'`` is HuggingFace's way.
+
 Batching: each image is encoded ONCE; its embeddings are repeated for all
 questions asked about it, and the questions of a batch of images go through
 ``generate`` together, one call per question LENGTH (in tokens). BLIP's
@@ -21,15 +29,32 @@ import numpy as np
 import torch
 from PIL import Image
 
+from misc.logutil import get_logger
+
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+QUESTION_BOS_TOKENS = {'enc': '[ENC]', 'cls': '[CLS]'}
+
+
+def first_question_token(tokenizer, requested='enc'):
+    """(choice, token id) of the first question token: 'enc' ([ENC], the reference) when
+    requested and the tokenizer has it, else 'cls' ([CLS], HuggingFace's way)."""
+    if requested not in QUESTION_BOS_TOKENS:
+        raise ValueError('question BOS %r: use one of %s (--vqa_question_bos)'
+                         % (requested, ', '.join(QUESTION_BOS_TOKENS)))
+    vocab = tokenizer.get_vocab()
+    if requested == 'enc' and '[ENC]' not in vocab:
+        get_logger().warning('WARNING: the BLIP tokenizer has no [ENC] token: questions start '
+                             'with [CLS] (HuggingFace\'s way), not [ENC] as the reference BLIP')
+        requested = 'cls'
+    return requested, vocab[QUESTION_BOS_TOKENS[requested]]
 
 
 class BlipVQA:
     """A BLIP VQA model and its tokenizer from a local folder (or a hub id)."""
 
     def __init__(self, model_dir, device='cpu', dtype=torch.float32, image_size=480,
-                 num_beams=3, max_length=10, min_length=1):
+                 num_beams=3, max_length=10, min_length=1, question_bos='enc'):
         from transformers import AutoTokenizer, BlipForQuestionAnswering
         if not os.path.isdir(model_dir) and os.sep in model_dir:
             raise FileNotFoundError('VQA model folder %s does not exist (save a BLIP VQA model '
@@ -43,6 +68,7 @@ class BlipVQA:
         self.model.to(device).eval()
         self.device, self.dtype = device, dtype
         self.image_size = image_size
+        self.question_bos, self.question_bos_id = first_question_token(self.tokenizer, question_bos)
         self.generation = dict(num_beams=num_beams, max_length=max_length, min_length=min_length)
 
     def preprocess(self, rgb):
@@ -62,7 +88,8 @@ class BlipVQA:
         image_embeds = model.vision_model(pixel_values=pixels,
                                           interpolate_pos_encoding=interpolate)[0]
         flat = [(i, q) for i, qs in enumerate(questions) for q in qs]
-        token_ids = self.tokenizer([q for _, q in flat]).input_ids
+        token_ids = [[self.question_bos_id] + t[1:]
+                     for t in self.tokenizer([q for _, q in flat]).input_ids]
         texts = [None] * len(flat)
         for length in sorted(set(len(t) for t in token_ids)):
             group = [k for k, t in enumerate(token_ids) if len(t) == length]
@@ -98,4 +125,5 @@ class BlipVQA:
     def settings(self):
         """What the results record about the model and the generation."""
         return dict(image_size=self.image_size, normalisation='CLIP', resize='bicubic',
-                    dtype=str(self.dtype).replace('torch.', ''), **self.generation)
+                    dtype=str(self.dtype).replace('torch.', ''), question_bos=self.question_bos,
+                    **self.generation)

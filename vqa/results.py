@@ -20,6 +20,7 @@ BG_QUESTIONS = (
     'what is around the {}?', 'what is next to the {}?', 'what is the left side of {}?',
     'what is the right side of {}?', 'what scene is the {} in?',
     'what environment is the {} in?', 'what place is the {} in?')
+QUESTIONS = {'fg': FG_QUESTIONS, 'bg': BG_QUESTIONS}
 
 
 def validate_results(results, path, class_names=None):
@@ -37,7 +38,16 @@ def validate_results(results, path, class_names=None):
             if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
                 raise ValueError('%s: %s / %s lacks a list of "answers" strings'
                                  % (path, image_id, name))
+            if not is_question_answer_list(entry.get('vqa')):
+                raise ValueError('%s: %s / %s lacks a "vqa" list of [question, answer] strings'
+                                 % (path, image_id, name))
     return results
+
+
+def is_question_answer_list(pairs):
+    return isinstance(pairs, list) and all(
+        isinstance(qa, (list, tuple)) and len(qa) == 2 and all(isinstance(s, str) for s in qa)
+        for qa in pairs)
 
 
 def load_results(path, class_names=None):
@@ -66,6 +76,35 @@ def import_reference_npy(npy_path, json_path):
     validate_results(results, npy_path)
     save_json(json_path, results)
     return results
+
+
+def first_entry(results, source):
+    """(image_id, class_name, entry) of the first entry in file order (the reference's
+    ``list(list(results.values())[0].values())[0]``, skipping images without classes)."""
+    for image_id, per_class in results.items():
+        for name, entry in per_class.items():
+            return image_id, name, entry
+    raise ValueError('%s has no (image, class) entry: generate the VQA answers with the VQA step'
+                     % source)
+
+
+def template_positions(results, templates, source):
+    """Position of each question template in the ``vqa`` list of the file's first entry.
+
+    The reference (``net/vqa_fg.py``, ``net/vqa_bg.py``) finds the templates
+    (``list.index``: the first occurrence) in the questions of that one entry
+    and reads the ``answers`` of EVERY entry at those positions. A template
+    the entry does not ask is an error there (``ValueError``) and here.
+    """
+    image_id, name, entry = first_entry(results, source)
+    questions = [q for q, _ in entry['vqa']]
+    missing = [t for t in templates if t not in questions]
+    if missing:
+        raise ValueError('%s: the first entry (%s / %s) does not ask %d of the %d questions, first '
+                         '%r; the answers are selected by the position of each question in its '
+                         '"vqa" list: regenerate the VQA answers with the VQA step'
+                         % (source, image_id, name, len(missing), len(templates), missing[0]))
+    return [questions.index(t) for t in templates]
 
 
 def missing_entries(results, pairs):

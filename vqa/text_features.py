@@ -14,6 +14,7 @@ from safetensors import safe_open
 from safetensors.torch import save
 
 from misc.io import atomic_write
+from vqa.results import QUESTIONS, template_positions
 
 PROMPT = 'a photo of {}.'
 CLASS_ALIASES = {'dining table': ('table', 'dining table'), 'tv monitor': ('monitor', 'tv monitor'),
@@ -34,15 +35,70 @@ def bg_answers(class_name, answers):
     return [a for a in dict.fromkeys(answers) if a != class_name]
 
 
-def cache_texts(results, kind):
+def answer_selector(results, kind, source=None):
+    """``select(image_id, class_name)`` -> the answers of that entry the reference uses.
+
+    ``kind`` 'fg' or 'bg'; ``source`` names the results in errors (default: the
+    flag). The answers are read from each entry's ``answers`` (the lemmas) at
+    the positions the question templates have in the ``vqa`` list of the
+    file's first entry (:func:`vqa.results.template_positions`); pairs whose
+    question is not a template are ignored. As the reference:
+
+    * FG (``net/vqa_fg.py``): one answer per template, in template order,
+      repeated answers kept; an entry without an answer at a template's
+      position is an error (an ``IndexError`` there);
+    * BG (``net/vqa_bg.py``): the answers at those positions in the entry's
+      order, each position once; a position past the end of ``answers`` adds
+      nothing (its ``range(len(answers))`` filter). :func:`bg_answers` then
+      de-duplicates them.
+
+    Each entry must ask the templates at the first entry's positions (the
+    reference would read another question's answer there): an error
+    otherwise.
+    """
+    source = source or '--vqa_%s_file' % kind
+    templates = QUESTIONS[kind]
+    positions = template_positions(results, templates, source)
+    wanted = set(positions)
+
+    def select(image_id, name):
+        entry = results[image_id][name]
+        require_templates_at(entry['vqa'], templates, positions, source, image_id, name)
+        answers = entry['answers']
+        if kind == 'bg':
+            return [a for p, a in enumerate(answers) if p in wanted]
+        unanswered = [(t, p) for t, p in zip(templates, positions) if p >= len(answers)]
+        if unanswered:
+            raise ValueError('%s: %s / %s has %d answers, none to %r (position %d of its "vqa" '
+                             'list): regenerate the VQA answers with the VQA step'
+                             % ((source, image_id, name, len(answers)) + unanswered[0]))
+        return [answers[p] for p in positions]
+    return select
+
+
+def require_templates_at(pairs, templates, positions, source, image_id, name):
+    """Error unless ``pairs`` asks ``templates[k]`` at ``positions[k]`` for every k."""
+    for template, p in zip(templates, positions):
+        asked = pairs[p][0] if p < len(pairs) else None
+        if asked != template:
+            raise ValueError('%s: %s / %s asks %s at position %d of its "vqa" list where the '
+                             'first entry of the file asks %r; the answers of every entry are '
+                             'read at the first entry\'s positions: write every entry with the '
+                             'same questions in the same order (the VQA step does)'
+                             % (source, image_id, name, 'nothing' if asked is None else repr(asked),
+                                p, template))
+
+
+def cache_texts(results, kind, source=None):
     """Every distinct text a cache of ``kind`` ('fg' or 'bg') must hold."""
+    select = answer_selector(results, kind, source)
     texts = {}
-    for per_class in results.values():
-        for name, entry in per_class.items():
+    for image_id, per_class in results.items():
+        for name in per_class:
             if kind == 'fg':
-                chosen = fg_prompted_answers(name, entry['answers'])
+                chosen = fg_prompted_answers(name, select(image_id, name))
             else:
-                chosen = bg_answers(name, entry['answers'])
+                chosen = bg_answers(name, select(image_id, name))
             texts.update(dict.fromkeys(chosen))
     return list(texts)
 
@@ -105,12 +161,12 @@ class TextFeatureCache:
 
 
 def build_cache(results, kind, encode_texts, clip_name, clip_sha256, prompt=PROMPT,
-                batch_size=256):
+                batch_size=256, source=None):
     """Encode every text of ``results`` with ``encode_texts(list of str) -> [n, D]``.
 
-    Features are L2-normalised float32.
+    Features are L2-normalised float32; ``source`` names the results in errors.
     """
-    texts = cache_texts(results, kind)
+    texts = cache_texts(results, kind, source)
     chunks = []
     with torch.no_grad():
         for start in range(0, len(texts), batch_size):
