@@ -4,8 +4,12 @@
         --make_clims_pass True --clims_weights_name /path/res50_qa_clims.pth --eval_cam_pass True
 
 Flag names and defaults follow the reference implementation (METHOD.md,
-"Reference command line"); under ``torchrun`` the training stages run DDP
-and the inference stages are sharded over the processes.
+"Reference command line"); flags marked "default per --dataset" take the
+value of the dataset's entry in :mod:`data.registry` unless given. Under
+``torchrun`` (or ``python -m torch.distributed.launch``) the training stages
+run DDP and the inference stages are sharded over the processes. The
+reference's own command lines are accepted: its flags that have no
+counterpart here are mapped or refused by :func:`resolve_args`.
 """
 import argparse
 import importlib
@@ -13,12 +17,18 @@ import json
 import os
 import time
 
+from data.registry import DATASETS, fill_dataset_defaults, per_dataset_help
 from misc import dist
 from misc.logutil import setup_logging
 
 STAGES = ('vqa', 'train_cam', 'train_qa_clims', 'make_cam', 'make_clims', 'eval_cam',
           'cam_to_ir_label', 'train_irn', 'make_sem_seg', 'eval_sem_seg', 'train_seg', 'eval_seg')
 STAGE_MODULES = {'make_sem_seg': 'step.make_sem_seg_labels'}
+CAM_BATCH_SIZE = 16             # train_cam's global batch
+CLIMS_BATCH_SIZE = 8            # QA-CLIMS global batch: the reference's 4 per GPU x 2 GPUs
+REFERENCE_NETWORKS = {'cam_network': 'net.resnet50_cam', 'clims_network': 'net.resnet50_clims',
+                      'irn_network': 'net.resnet50_irn'}
+REFERENCE_LIST_FLAGS = ('train_list', 'val_list', 'infer_list')
 
 
 def str2bool(value):
@@ -53,14 +63,15 @@ def build_parser():
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group('environment')
-    g.add_argument('--dataset', default='voc12', choices=['voc12', 'coco14'])
+    g.add_argument('--dataset', default='voc12', choices=list(DATASETS))
     g.add_argument('--voc12_root', default=None, help='VOCdevkit/VOC2012 folder')
     g.add_argument('--mscoco_root', default=None,
                    help='MS COCO 2014 folder (train2014/, val2014/, annotations/)')
     g.add_argument('--work_space', default='work_space', help='folder of every output')
     g.add_argument('--log_name', default='run', help='log file name in work_space')
-    g.add_argument('--train_list', default='train_aug',
-                   help='split name (train, train_aug, ...) or list file')
+    g.add_argument('--train_list', default=None,
+                   help='split name (train, train_aug, ...) or list file; '
+                   + per_dataset_help('train_list'))
     g.add_argument('--val_list', default='val', help='split name or list file ("" to skip)')
     g.add_argument('--infer_list', default='train_aug',
                    help='split name or list file: images that get CAMs and pseudo masks')
@@ -74,7 +85,10 @@ def build_parser():
     g = p.add_argument_group('baseline CAM network')
     g.add_argument('--imagenet_weights', default=None,
                    help='torchvision ImageNet ResNet-50 weights file (backbone initialisation)')
-    g.add_argument('--cam_batch_size', default=16, type=int, help='global batch')
+    g.add_argument('--cam_batch_size', default=None, type=int,
+                   help='train_cam\'s global batch (default %d); with --train_qa_clims_pass and '
+                   'no --clims_batch_size also the per-process QA-CLIMS batch, as in the '
+                   'reference\'s scripts' % CAM_BATCH_SIZE)
     g.add_argument('--cam_num_epoches', default=5, type=int)
     g.add_argument('--cam_learning_rate', default=0.1, type=float)
     g.add_argument('--cam_weight_decay', default=1e-4, type=float)
@@ -108,11 +122,17 @@ def build_parser():
 
     g = p.add_argument_group('QA-CLIMS training')
     g.add_argument('--clims_num_epoches', default=15, type=int)
-    g.add_argument('--clims_learning_rate', default=3.5e-4, type=float,
-                   help='backbone lr (classifier 10x)')
-    g.add_argument('--clims_batch_size', default=8, type=int,
-                   help='global batch (the reference: 4 per GPU on 2 GPUs)')
-    g.add_argument('--hyper', default='10,8,0.2', help='weights of L_FRC, L_BRC, L_REG')
+    g.add_argument('--clims_learning_rate', default=None, type=float,
+                   help='backbone lr (classifier 10x); ' + per_dataset_help('clims_learning_rate'))
+    g.add_argument('--clims_batch_size', default=None, type=int,
+                   help='global batch (default %d: the reference\'s 4 per GPU on 2 GPUs)'
+                   % CLIMS_BATCH_SIZE)
+    g.add_argument('--clims_loss_ref_batch', default=4, type=positive_int,
+                   help='L_FRC and L_BRC (sums over instances) are scaled by this / images per '
+                   'process, so any process count gives the gradient of the reference\'s 2 GPUs '
+                   'x 4 images (L_REG, a mean, is not scaled)')
+    g.add_argument('--hyper', default=None,
+                   help='weights of L_FRC, L_BRC, L_REG; ' + per_dataset_help('hyper'))
     g.add_argument('--clip', default='ViT-L/14',
                    help='CLIP that made the answer caches: a name in ~/.cache/clip or a file')
     g.add_argument('--clip_weights', default=None, help='explicit file for --clip')
@@ -122,11 +142,12 @@ def build_parser():
     g.add_argument('--clip_dtype', default='float32', choices=['float32', 'float16', 'bfloat16'])
     g.add_argument('--nce_t', default=0.7, type=float)
     g.add_argument('--mask_adapter_alpha', default=0.1, type=float, help='FAT alpha')
-    g.add_argument('--vqa_fg_file', default='voc_vqa_fg_blip.json',
-                   help='FG VQA results (JSON); bare names live in work_space')
-    g.add_argument('--vqa_bg_file', default='voc_vqa_bg_blip.json')
-    g.add_argument('--vqa_fg_cache_file', default='voc_vqa_fg_blip_ViT-L-14_cache.safetensors')
-    g.add_argument('--vqa_bg_cache_file', default='voc_vqa_bg_blip_ViT-L-14_cache.safetensors')
+    g.add_argument('--vqa_fg_file', default=None,
+                   help='FG VQA results (JSON); bare names live in work_space; '
+                   + per_dataset_help('vqa_fg_file'))
+    g.add_argument('--vqa_bg_file', default=None, help=per_dataset_help('vqa_bg_file'))
+    g.add_argument('--vqa_fg_cache_file', default=None, help=per_dataset_help('vqa_fg_cache_file'))
+    g.add_argument('--vqa_bg_cache_file', default=None, help=per_dataset_help('vqa_bg_cache_file'))
 
     g = p.add_argument_group('segmentation network (METHOD.md stage 10)')
     g.add_argument('--seg_arch', default='deeplabv2',
@@ -197,16 +218,116 @@ def build_parser():
     g.add_argument('--sem_seg_color', default=False, type=str2bool,
                    help='also write VOC-palette pseudo masks to <sem_seg_out_dir>_color')
 
+    g = p.add_argument_group('the reference\'s flags (accepted in its command lines; mapped or '
+                             'refused, see resolve_args)')
+    g.add_argument('--use_distributed_train', default=None, type=str2bool,
+                   help='DDP follows the launcher (torchrun / torch.distributed.launch); True '
+                   'needs one')
+    g.add_argument('--local-rank', '--local_rank', dest='local_rank', default=None, type=int,
+                   help='passed by torch.distributed.launch; must equal LOCAL_RANK')
+    for flag, module in REFERENCE_NETWORKS.items():
+        g.add_argument('--' + flag, default=None, help='only %s' % module)
+    g.add_argument('--feature_dim', default=None, type=int, help='only 2048 (ResNet-50)')
+    g.add_argument('--num_cores_eval', default=None, type=int,
+                   help='no effect (the reference does not read it either)')
+
     g = p.add_argument_group('stages (run in this order)')
     for stage in STAGES:
         g.add_argument('--%s_pass' % stage, default=False, type=str2bool)
     return p
 
 
+def launched_world_size():
+    """Number of processes the launcher started (its WORLD_SIZE; 1 without one)."""
+    return int(os.environ.get('WORLD_SIZE', '1'))
+
+
+def check_reference_flags(args):
+    """The reference's flags without a counterpart here: accepted when they
+    describe what this code does, else a ValueError saying what to use.
+    Returns notes for the log."""
+    for flag, module in REFERENCE_NETWORKS.items():
+        value = getattr(args, flag)
+        if value is not None and value != module:
+            raise ValueError('--%s %s: the only network of that stage is %s; drop --%s'
+                             % (flag, value, module, flag))
+    if args.feature_dim is not None and args.feature_dim != 2048:
+        raise ValueError('--feature_dim %d: the ResNet-50 features have 2048 channels; drop '
+                         '--feature_dim' % args.feature_dim)
+    launched = 'WORLD_SIZE' in os.environ
+    if args.use_distributed_train and not launched:
+        raise ValueError('--use_distributed_train True: start run_sample.py with torchrun '
+                         '--nproc_per_node N (or python -m torch.distributed.launch), which runs '
+                         'DDP; in one process drop --use_distributed_train')
+    if args.use_distributed_train is False and launched_world_size() > 1:
+        raise ValueError('--use_distributed_train False, but the launcher started %d processes: '
+                         'drop the flag (DDP follows the launcher)' % launched_world_size())
+    if args.local_rank is not None and str(args.local_rank) != os.environ.get('LOCAL_RANK'):
+        raise ValueError('--local_rank %d does not match LOCAL_RANK=%s: --local_rank is for '
+                         'torch.distributed.launch / torchrun to pass; drop it'
+                         % (args.local_rank, os.environ.get('LOCAL_RANK', '(unset)')))
+    notes = []
+    if args.num_cores_eval is not None:
+        notes.append('--num_cores_eval %d has no effect (the reference does not read it either)'
+                     % args.num_cores_eval)
+    return notes
+
+
+def map_reference_list_paths(args):
+    """The reference's list files (``voc12/train_aug.txt``, relative to its
+    repository) are splits: a ``.txt`` list that does not exist becomes the
+    split of its file name. Returns notes for the log."""
+    notes = []
+    for flag in REFERENCE_LIST_FLAGS:
+        value = getattr(args, flag)
+        if value and value.endswith('.txt') and not os.path.isfile(value):
+            split = os.path.splitext(os.path.basename(value))[0]
+            setattr(args, flag, split)
+            notes.append('--%s %s: no such file; using the split %s' % (flag, value, split))
+    return notes
+
+
+def resolve_batch_sizes(args):
+    """--cam_batch_size and --clims_batch_size; returns notes for the log.
+
+    The reference's scripts pass ``--cam_batch_size 4`` as QA-CLIMS's
+    per-process batch: with --train_qa_clims_pass and no --clims_batch_size it
+    is honoured as such (global batch = 4 x processes); train_cam keeps it
+    as its global batch.
+    """
+    notes = []
+    if (args.clims_batch_size is None and args.cam_batch_size is not None
+            and args.train_qa_clims_pass):
+        args.clims_batch_size = args.cam_batch_size * launched_world_size()
+        notes.append('--cam_batch_size %d is the per-process QA-CLIMS batch (the reference\'s '
+                     'meaning): --clims_batch_size %d = %d x %d processes'
+                     % (args.cam_batch_size, args.clims_batch_size, args.cam_batch_size,
+                        launched_world_size()))
+    if args.clims_batch_size is None:
+        args.clims_batch_size = CLIMS_BATCH_SIZE
+    if args.cam_batch_size is None:
+        args.cam_batch_size = CAM_BATCH_SIZE
+    return notes
+
+
+def resolve_args(args):
+    """Complete parsed arguments in place: per-dataset defaults (data.registry),
+    the reference's flags and list paths, batch sizes. Returns notes for the
+    log; a refused flag raises ValueError."""
+    filled = fill_dataset_defaults(args)
+    notes = ['defaults of --dataset %s: %s' % (args.dataset, ', '.join(
+        '--%s %s' % item for item in filled.items()))] if filled else []
+    return (notes + check_reference_flags(args) + map_reference_list_paths(args)
+            + resolve_batch_sizes(args))
+
+
 def run_stages(args):
     """Run every selected stage in pipeline order; returns {stage: result}."""
+    notes = resolve_args(args)
     os.makedirs(args.work_space, exist_ok=True)
     log = setup_logging(args.work_space, args.log_name, is_main=dist.is_main_process())
+    for note in notes:
+        log.info('run_sample: %s', note)
     if dist.is_main_process():
         with open(os.path.join(args.work_space, args.log_name + '_args.json'), 'w') as f:
             json.dump(vars(args), f, indent=1)

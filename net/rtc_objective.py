@@ -1,6 +1,7 @@
 """QA-CLIMS training objective: region image-text contrast with a frozen CLIP
 (METHOD.md stage 4), batched over all instances of a batch."""
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +16,22 @@ class ObjectiveConfig:
     fat_alpha: float = 0.1
     use_mask_clip: bool = True
     clip_input_size: int = 224
+    contrastive_ref_batch: Optional[int] = None   # train_qa_clims: --clims_loss_ref_batch (4)
+
+
+def contrastive_scale(images, ref_batch):
+    """Factor of the contrastive sums of a process holding ``images`` images:
+    ref_batch / images (1 when ``ref_batch`` is None: the plain sums).
+
+    The reference sums L_FRC and L_BRC over the instances of its 4 images per
+    process and DDP averages the gradients of its 2 processes (SyncBatchNorm:
+    BatchNorm statistics over all 8 images), so its objective is
+    (h0 * sum L_FRC + h1 * sum L_BRC) / 2 + h2 * L_REG over the 8 images;
+    L_REG, a mean of the maps per process averaged by DDP, is the mean over
+    the 8. Scaling each process's sums by 4 / images gives that gradient for
+    any split of the global batch over processes; L_REG is not scaled.
+    """
+    return 1.0 if ref_batch is None else ref_batch / images
 
 
 def batch_instances(label):
@@ -53,10 +70,13 @@ def encode_views(clip_model, cam, img_s, mask, use_mask_clip):
 
 
 def qa_clims_losses(x, img, label, image_ids, clip_model, text_bank, cfg):
-    """Loss terms of one batch: dict with L_FRC, L_BRC, L_REG, loss and diagnostics.
+    """Loss terms of one batch (this process's images): dict with L_FRC, L_BRC,
+    L_REG, loss and diagnostics.
 
     L_FRC, L_BRC are SUMS over the instances that have BG answers; L_REG is
-    the mean of every map of the batch (skipped instances included).
+    the mean of every map of the batch (skipped instances included);
+    loss = s * (h0 * L_FRC + h1 * L_BRC) + h2 * L_REG with
+    s = :func:`contrastive_scale` (1 for the reference's batch of 4).
     """
     n, c = batch_instances(label)
     rows = text_bank.rows([image_ids[i] for i in n.tolist()], c.tolist())
@@ -71,7 +91,8 @@ def qa_clims_losses(x, img, label, image_ids, clip_model, text_bank, cfg):
         l_frc = info_nce_fg(v, t_fg[keep], t_bg[keep], bg_valid[keep], cfg.nce_t).sum()
         l_brc = info_nce_bg(u, t_fg[keep], t_bg[keep], bg_valid[keep], cfg.nce_t).sum()
     l_reg = x.mean()
-    loss = cfg.hyper[0] * l_frc + cfg.hyper[1] * l_brc + cfg.hyper[2] * l_reg
+    scale = contrastive_scale(x.shape[0], cfg.contrastive_ref_batch)
+    loss = scale * (cfg.hyper[0] * l_frc + cfg.hyper[1] * l_brc) + cfg.hyper[2] * l_reg
     return {'loss': loss, 'L_FRC': l_frc, 'L_BRC': l_brc, 'L_REG': l_reg,
             'instances': (n, c), 'skipped': ~has_bg, 'cam': cam, 'mask': mask, 'img_clip': img_s,
             'fg_features': v, 'bg_features': u}

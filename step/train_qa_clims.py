@@ -3,8 +3,11 @@
 The CAM network (initialised from the baseline weights, ``res50_cam.pth``
 layout too) is trained against a frozen (mask-adapted) CLIP with the VQA
 answers as foreground and background text:
-``loss = h0 * L_FRC + h1 * L_BRC + h2 * L_REG`` (``--hyper``), batched over
-every instance of a batch (:mod:`net.rtc_objective`). SGD with the
+``loss = s * (h0 * L_FRC + h1 * L_BRC) + h2 * L_REG`` (``--hyper``), batched
+over every instance of a batch (:mod:`net.rtc_objective`), with the
+contrastive sums scaled by s = --clims_loss_ref_batch / images per process so
+that any number of processes gives the gradient of the reference's 2 GPUs x 4
+images (:func:`net.rtc_objective.contrastive_scale`). SGD with the
 reference's effective settings and poly schedule; a resumable state after
 each epoch; DDP + SyncBatchNorm under torchrun; loss terms logged (and to
 TensorBoard when it is installed).
@@ -24,7 +27,7 @@ from misc.training import autocast_context, checkpoint_epoch, epoch_loader, load
 from net.checkpoint import load_weights
 from net.clip_models import load_clip, read_clip_state_dict, resolve_clip_file, weights_checksum
 from net.resnet50_clims import CLIMS
-from net.rtc_objective import ObjectiveConfig, qa_clims_losses
+from net.rtc_objective import ObjectiveConfig, contrastive_scale, qa_clims_losses
 from vqa.results import load_results
 from vqa.text_bank import build_text_bank, require_vqa_entries, training_pairs
 from vqa.text_features import TextFeatureCache
@@ -74,7 +77,8 @@ def objective_config(args, clip_model):
     return ObjectiveConfig(hyper=tuple(float(h) for h in args.hyper.split(',')),
                            nce_t=args.nce_t, fat_alpha=args.mask_adapter_alpha,
                            use_mask_clip=args.use_mask_clip,
-                           clip_input_size=clip_model.input_resolution)
+                           clip_input_size=clip_model.input_resolution,
+                           contrastive_ref_batch=args.clims_loss_ref_batch)
 
 
 def build_model(args, n_classes, device):
@@ -93,18 +97,47 @@ def build_model(args, n_classes, device):
     return model
 
 
-def train_step(model, pack, clip_model, bank, cfg, optimizer, scheduler, scaler, device, amp):
-    """One optimisation step; returns the loss terms (detached floats)."""
+def build_training(args, n_classes, steps_per_epoch, device):
+    """(model, optimizer, scheduler): the network, SGD with the backbone at
+    --clims_learning_rate and the classifier at 10x (conv1/bn1 frozen, in no
+    group), the reference's poly schedule over every step of the run."""
+    model = build_model(args, n_classes, device)
+    backbone, head = model.trainable_parameters()
+    optimizer, scheduler = reference_poly_sgd(
+        [{'params': backbone, 'lr': args.clims_learning_rate},
+         {'params': head, 'lr': 10 * args.clims_learning_rate}],
+        args.cam_weight_decay, steps_per_epoch * args.clims_num_epoches,
+        fix_momentum_quirk=args.fix_momentum_quirk)
+    return model, optimizer, scheduler
+
+
+def grad_scaler(args, device):
+    """Loss scaling for fp16 autocast on CUDA; a no-op otherwise."""
+    return torch.amp.GradScaler(device.type, enabled=args.amp and device.type == 'cuda')
+
+
+def forward_terms(model, pack, clip_model, bank, cfg, device, amp):
+    """(maps x, loss terms of :func:`net.rtc_objective.qa_clims_losses`) of one batch."""
     img = pack['img'].to(device, non_blocking=True)
     with autocast_context(device, amp):
         x = model(img)
-    terms = qa_clims_losses(x.float(), img, pack['label'].to(device), pack['name'], clip_model,
-                            bank, cfg)
+    return x, qa_clims_losses(x.float(), img, pack['label'].to(device), pack['name'],
+                              clip_model, bank, cfg)
+
+
+def apply_gradients(loss, optimizer, scheduler, scaler):
+    """Backward of ``loss``, one optimiser step and one schedule step."""
     optimizer.zero_grad()
-    scaler.scale(terms['loss']).backward()
+    scaler.scale(loss).backward()
     scaler.step(optimizer)
     scaler.update()
     scheduler.step()
+
+
+def train_step(model, pack, clip_model, bank, cfg, optimizer, scheduler, scaler, device, amp):
+    """One optimisation step; returns the loss terms (detached floats)."""
+    _, terms = forward_terms(model, pack, clip_model, bank, cfg, device, amp)
+    apply_gradients(terms['loss'], optimizer, scheduler, scaler)
     return {k: terms[k].item() for k in ('loss', 'L_FRC', 'L_BRC', 'L_REG')}
 
 
@@ -121,26 +154,22 @@ def run(args):
     if steps_per_epoch == 0:
         raise ValueError('%s has %d images, fewer than one batch of %d'
                          % (args.train_list, len(dataset), args.clims_batch_size))
-    model = build_model(args, source.n_classes, device)
-    backbone, head = model.trainable_parameters()
-    optimizer, scheduler = reference_poly_sgd(
-        [{'params': backbone, 'lr': args.clims_learning_rate},
-         {'params': head, 'lr': 10 * args.clims_learning_rate}],
-        args.cam_weight_decay, steps_per_epoch * args.clims_num_epoches,
-        fix_momentum_quirk=args.fix_momentum_quirk)
+    model, optimizer, scheduler = build_training(args, source.n_classes, steps_per_epoch, device)
     weights_path = clims_weights_path(args)
     state_path = train_state_path(weights_path)
     start_epoch = load_train_state(state_path, model, optimizer, scheduler, device)
     if start_epoch:
         log.info('train_qa_clims: resuming after epoch %d from %s', start_epoch, state_path)
     net = DistributedDataParallel(model) if dist.world_size() > 1 else model
-    scaler = torch.amp.GradScaler(device.type, enabled=args.amp and device.type == 'cuda')
+    scaler = grad_scaler(args, device)
     writer = tensorboard_writer(args)
     log.info('train_qa_clims: %d images, %d pairs, %d steps/epoch x %d epochs, batch %d (%d per '
-             'process), CLIP %s (%s, input %d)', len(dataset), len(bank.pair_index),
-             steps_per_epoch, args.clims_num_epoches, args.clims_batch_size, batch,
-             clip_model.name, 'mask-adapted' if args.use_mask_clip else 'plain',
-             cfg.clip_input_size)
+             'process), contrastive sums x %g (--clims_loss_ref_batch %s / %d), lr %g, hyper %s, '
+             'CLIP %s (%s, input %d)', len(dataset), len(bank.pair_index), steps_per_epoch,
+             args.clims_num_epoches, args.clims_batch_size, batch,
+             contrastive_scale(batch, cfg.contrastive_ref_batch), args.clims_loss_ref_batch,
+             batch, args.clims_learning_rate, args.hyper, clip_model.name,
+             'mask-adapted' if args.use_mask_clip else 'plain', cfg.clip_input_size)
     net.train()
     for epoch in range(start_epoch, args.clims_num_epoches):
         bar = tqdm(epoch_loader(dataset, batch, args, epoch, True, True),

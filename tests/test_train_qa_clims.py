@@ -1,5 +1,6 @@
 """train_qa_clims through run_sample.py on the synthetic data with a tiny CLIP:
-weights, resume after a kill, DDP, up-front checks of VQA entries and caches."""
+weights, resume after a kill, DDP with the reference's launcher and flags, the loss
+scale of the contrastive sums, up-front checks of VQA entries and caches."""
 import json
 import os
 import subprocess
@@ -7,10 +8,15 @@ import sys
 
 import pytest
 import torch
+from torch.utils.data import default_collate
 
 import run_sample
-from conftest import kill_when, run_sample_cmd
+from conftest import REPO, kill_when, run_sample_cmd
+from data import build_source
+from data.loaders import ClassificationDataset
 from net.checkpoint import read_state_dict
+from step.train_qa_clims import build_training, forward_terms, objective_config, \
+    text_bank_for, training_clip
 from tools.gen_text_feats_cache import main as gen_cache
 from tools.make_tiny_clip import write_tiny_clip
 
@@ -28,10 +34,10 @@ def qa_inputs(tmp_path_factory, demo_voc, clims_reference_weights):
     return {'root': root, 'clip': clip, 'folder': folder, 'cam': str(clims_reference_weights)}
 
 
-def qa_args(qa, work_space, epochs=2, fg_file=None, clip=None):
+def qa_args(qa, work_space, epochs=2, fg_file=None, clip=None, batch=('--clims_batch_size', '2')):
     return ['--voc12_root', qa['root'], '--work_space', str(work_space), '--device', 'cpu',
             '--num_workers', '0', '--train_list', 'train', '--cam_crop_size', '64',
-            '--cam_resize_long', '48,96', '--clims_batch_size', '2',
+            '--cam_resize_long', '48,96', *batch,
             '--clims_num_epoches', str(epochs), '--cam_weights_name', qa['cam'],
             '--clip', clip or qa['clip'], '--mask_clip_weights', qa['clip'],
             '--vqa_fg_file', fg_file or os.path.join(qa['root'], 'vqa_fg.json'),
@@ -73,16 +79,67 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path, qa_inputs):
         assert torch.equal(a[key], b[key]), key
 
 
-def test_ddp_training_with_torchrun_gloo(tmp_path, qa_inputs):
-    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2',
-           '--master_port', '29523'] + run_sample_cmd(*qa_args(qa_inputs, tmp_path, epochs=1))[1:]
+def test_ddp_training_with_the_reference_launcher_and_flags(tmp_path, qa_inputs):
+    """The reference's call: ``python -m torch.distributed.launch --nproc_per_node 2
+    run_sample.py --use_distributed_train True --cam_batch_size N --clims_network ...``
+    (the launcher adds --local-rank=R); gloo on CPU. --cam_batch_size 1 is the
+    per-process batch: global batch 2."""
+    reference_flags = ['--use_distributed_train', 'True', '--cam_network', 'net.resnet50_cam',
+                       '--clims_network', 'net.resnet50_clims', '--feature_dim', '2048']
+    argv = qa_args(qa_inputs, tmp_path, epochs=1, batch=('--cam_batch_size', '1'))
+    cmd = [sys.executable, '-m', 'torch.distributed.launch', '--nproc_per_node', '2',
+           '--master_port', '29523'] + run_sample_cmd(*argv, *reference_flags)[1:]
     result = subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS='1'), capture_output=True,
                             text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert '(1 per process)' in (tmp_path / 'run.log').read_text()
+    log = (tmp_path / 'run.log').read_text()
+    assert '--cam_batch_size 1 is the per-process QA-CLIMS batch' in log
+    assert 'batch 2 (1 per process), contrastive sums x 4 (--clims_loss_ref_batch 4 / 1)' in log
     run_sample.main(['--voc12_root', qa_inputs['root'], '--work_space', str(tmp_path),
                      '--device', 'cpu', '--num_workers', '0', '--infer_list', 'val',
                      '--cam_scales', '1.0', '--make_clims_pass', 'True'])
+
+
+def test_contrastive_sums_are_scaled_to_the_reference_batch_per_process(tmp_path, qa_inputs):
+    """One process holding 2k images (k = --clims_loss_ref_batch, the reference's 4 per GPU)
+    gets the gradient of two k-image processes averaged by DDP, as the reference's 2 GPUs x 4;
+    at k images the loss is the reference's per-process loss, unscaled. BatchNorm in eval
+    mode makes every image's maps independent of how the batch is split, so the equality
+    is exact up to float rounding (the reference's SyncBatchNorm pools the statistics of all
+    processes, as one process holding them all does)."""
+    args = run_sample.build_parser().parse_args(qa_args(qa_inputs, tmp_path))
+    run_sample.resolve_args(args)
+    k, device = args.clims_loss_ref_batch, torch.device('cpu')
+    source = build_source(args)
+    ids = source.ids(args.train_list)[:2 * k]
+    assert len(ids) == 2 * k
+    clip = training_clip(args, device)
+    bank = text_bank_for(source, ids, clip, args, device)
+    cfg = objective_config(args, clip)
+    dataset = ClassificationDataset(source, ids, crop_size=args.cam_crop_size,
+                                    crop_method='top_left')
+    model, optimizer, _ = build_training(args, source.n_classes, 1, device)
+    params = [q for group in optimizer.param_groups for q in group['params']]
+    model.eval()
+
+    def terms_and_gradient(indices):
+        model.zero_grad()
+        pack = default_collate([dataset[i] for i in indices])
+        _, terms = forward_terms(model, pack, clip, bank, cfg, device, amp=False)
+        terms['loss'].backward()
+        return terms, [q.grad.clone() for q in params]
+
+    whole, whole_grad = terms_and_gradient(range(2 * k))
+    halves = [terms_and_gradient(range(0, k)), terms_and_gradient(range(k, 2 * k))]
+    for terms, _ in halves:
+        assert terms['L_FRC'] > 0 and terms['L_BRC'] > 0
+        h = cfg.hyper
+        torch.testing.assert_close(terms['loss'], h[0] * terms['L_FRC'] + h[1] * terms['L_BRC']
+                                   + h[2] * terms['L_REG'])
+    torch.testing.assert_close(whole['loss'], (halves[0][0]['loss'] + halves[1][0]['loss']) / 2)
+    for q, g, ga, gb in zip(params, whole_grad, halves[0][1], halves[1][1]):
+        scale = max(g.abs().max().item(), 1e-12)
+        torch.testing.assert_close(g / scale, (ga + gb) / 2 / scale, rtol=0, atol=1e-4)
 
 
 def test_missing_vqa_entries_are_reported_before_training(tmp_path, qa_inputs):
@@ -105,7 +162,6 @@ def test_cache_built_with_another_clip_is_refused(tmp_path, qa_inputs):
 
 
 def test_run_voc12_qa_clims_script_trains_makes_and_evaluates(tmp_path, qa_inputs):
-    from conftest import REPO
     root = qa_inputs['root']
     env = dict(os.environ, VOC12_ROOT=root, WORK_SPACE=str(tmp_path), PYTHON=sys.executable,
                NUM_WORKERS='0', TRAIN_LIST='train', CAM_WEIGHTS=qa_inputs['cam'],
