@@ -30,15 +30,10 @@ FLOWS = {
 
 
 def effective_args(argv):
-    """run_sample.py's arguments for a command line: explicit flags, else its defaults.
-
-    Where run_sample.py fills per-dataset defaults after parsing, that function
-    is applied too (the only place to adapt if its name changes).
-    """
+    """run_sample.py's arguments for a command line: explicit flags, then what
+    run_sample.py fills after parsing (per-dataset defaults, batch sizes)."""
     args = run_sample.build_parser().parse_args(argv)
-    fill_dataset_defaults = getattr(run_sample, 'fill_dataset_defaults', None)
-    if fill_dataset_defaults is not None:
-        fill_dataset_defaults(args)
+    run_sample.resolve_args(args)
     return args
 
 
