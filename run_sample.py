@@ -73,8 +73,9 @@ def build_parser():
                    help='split name (train, train_aug, ...) or list file; '
                    + per_dataset_help('train_list'))
     g.add_argument('--val_list', default='val', help='split name or list file ("" to skip)')
-    g.add_argument('--infer_list', default='train_aug',
-                   help='split name or list file: images that get CAMs and pseudo masks')
+    g.add_argument('--infer_list', default=None,
+                   help='split name or list file: images that get CAMs and pseudo masks; '
+                   + per_dataset_help('infer_list'))
     g.add_argument('--chainer_eval_set', default='train',
                    help='split evaluated by eval_cam and eval_sem_seg')
     g.add_argument('--num_workers', default=os.cpu_count() or 1, type=int)
@@ -157,7 +158,9 @@ def build_parser():
     g.add_argument('--seg_backbone_weights', default=None,
                    help='torchvision resnet101-*.pth (deeplabv2, deeplabv3) or a converted DeepLab '
                    'initialisation in deeplab-pytorch\'s layout (deeplabv2_caffe)')
-    g.add_argument('--seg_train_list', default='train_aug')
+    g.add_argument('--seg_train_list', default=None,
+                   help='images the segmentation network trains on; '
+                   + per_dataset_help('seg_train_list'))
     g.add_argument('--seg_label_dir', default='sem_seg',
                    help='pseudo masks to train on (bare name in work_space); gt = ground truth')
     g.add_argument('--seg_batch_size', default=10, type=int, help='global batch')

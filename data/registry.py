@@ -42,11 +42,13 @@ def _vqa_files(prefix):
 DATASETS = MappingProxyType({
     # run_sample.py / run_voc12_qa_clims.sh
     'voc12': DatasetEntry('voc12', _build_voc12, MappingProxyType(dict(
-        train_list='train_aug', clims_learning_rate=3.5e-4, hyper='10,8,0.2',
+        train_list='train_aug', infer_list='train_aug', seg_train_list='train_aug',
+        clims_learning_rate=3.5e-4, hyper='10,8,0.2',
         **_vqa_files('voc')))),
     # run_coco14_qa_clims.sh (LR=0.00001, HYPER=30,24,0.2; run_sample_coco.py's default hyper)
     'coco14': DatasetEntry('coco14', _build_coco14, MappingProxyType(dict(
-        train_list='train', clims_learning_rate=1e-5, hyper='30,24,0.2',
+        train_list='train', infer_list='train', seg_train_list='train',
+        clims_learning_rate=1e-5, hyper='30,24,0.2',
         **_vqa_files('coco')))),
 })
 
