@@ -17,6 +17,7 @@ import json
 import os
 import time
 
+from coco14.protocol import PROTOCOLS as COCO_PROTOCOLS
 from data.registry import DATASETS, fill_dataset_defaults, per_dataset_help
 from misc import dist
 from misc.logutil import setup_logging
@@ -78,6 +79,11 @@ def build_parser():
                    + per_dataset_help('infer_list'))
     g.add_argument('--chainer_eval_set', default='train',
                    help='split evaluated by eval_cam and eval_sem_seg')
+    g.add_argument('--coco_protocol', default='reference', choices=COCO_PROTOCOLS,
+                   help='COCO only. reference: the authors\' COCO flow: CAMs, confident regions '
+                   'and pseudo masks of the first 10,000 images of the list (ascending image id), '
+                   'eval_cam on the first 9,999, eval_sem_seg on the first 10,000, --eval_cam_best '
+                   'sweep 0.10..0.58 step 0.02; full: every listed image, sweep 0.05..0.59')
     g.add_argument('--num_workers', default=os.cpu_count() or 1, type=int)
     g.add_argument('--seed', default=0, type=int)
     g.add_argument('--device', default='auto', help="'auto', 'cpu', 'cuda', 'cuda:1', ...")
@@ -194,6 +200,10 @@ def build_parser():
     g.add_argument('--cam_weights_name', default='res50_cam.safetensors')
     g.add_argument('--clims_weights_name', default='res50_qa_clims.safetensors')
     g.add_argument('--cam_out_dir', default='cams')
+    g.add_argument('--import_reference_cams', default=False, type=str2bool,
+                   help='eval_cam, cam_to_ir_label and make_sem_seg read the authors\' pickled CAM '
+                   '.npy dicts from --cam_out_dir instead of our .npz. Importing a pickle runs code '
+                   'stored in the file: only import files from a trusted source')
     g.add_argument('--ir_label_out_dir', default='ir_label')
     g.add_argument('--sem_seg_out_dir', default='sem_seg')
     g.add_argument('--irn_weights_name', default='res50_irn.safetensors')

@@ -3,12 +3,24 @@
 Folder (``--mscoco_root``): ``train2014/``, ``val2014/`` with the images and
 ``annotations/instances_{train,val}2014.json``. Image ids are the file stems
 (``COCO_train2014_000000000009``); splits are ``train`` and ``val`` (or a
-list file). Image-level labels and class masks come from the instance
-annotations through pycocotools, with the 80 categories in the standard
-contiguous order. Masks are written ONCE as PNGs in ``SegmentationClass/``
-of the root (like VOC's, so every later stage reads the same thing; 0
-background, 1..80 classes, 255 crowd regions): instances are painted from
-the largest to the smallest, crowd annotations only where no instance is.
+list file). Image-level labels come from the instance annotations through
+pycocotools, with the 80 categories in the standard contiguous order.
+
+Ground-truth masks (0 background, 1..80 the classes in that order, as the
+authors' ``category_map``):
+
+* the authors' layout, when ``mask/train2014/`` (``mask/val2014/``) exists
+  in the root: ``mask/<folder>/<image number>.png`` (``COCO_train2014_000000000009``
+  -> ``mask/train2014/9.png``), the files their ``mscoco/dataloader.py``
+  reads (``get_label_by_name``), used as they are. ReCAM's
+  ``mscoco/annToMask.py``, which writes this layout, paints the non-crowd
+  instances in annotation order and writes no void label; a 255 in such a
+  file is ignored by the evaluation here (the reference's chainercv
+  confusion would count it as a class);
+* otherwise rendered from the annotations and written ONCE as PNGs in
+  ``SegmentationClass/`` of the root (like VOC's, so every later stage reads
+  the same thing; 255 crowd regions): instances are painted from the largest
+  to the smallest, crowd annotations only where no instance is.
 """
 import contextlib
 import functools
@@ -62,8 +74,13 @@ def class_mask(anns, height, width, class_index):
     return out
 
 
+def image_number(image_id):
+    """The COCO image id of a file stem: ``COCO_train2014_000000000009`` -> 9."""
+    return int(image_id.rsplit('_', 1)[1])
+
+
 class COCO14(SegmentationSource):
-    """The COCO 2014 folder; masks are generated on first use (see module doc)."""
+    """The COCO 2014 folder; masks from the authors' folder or rendered on first use (module doc)."""
 
     name = 'coco14'
     class_names = COCO_CLASS_NAMES
@@ -116,8 +133,22 @@ class COCO14(SegmentationSource):
     def image_path(self, image_id):
         return os.path.join(self.root, self._folder_of(image_id), image_id + '.jpg')
 
+    def reference_mask_dir(self, image_id):
+        """``<root>/mask/train2014`` or ``<root>/mask/val2014``: the authors' mask folder."""
+        return os.path.join(self.root, 'mask', self._folder_of(image_id))
+
     def mask_path(self, image_id):
-        """The PNG mask, written from the annotations the first time it is asked for."""
+        """The authors' mask file when their folder exists, else the PNG rendered from the
+        annotations (written the first time it is asked for)."""
+        reference_dir = self.reference_mask_dir(image_id)
+        if os.path.isdir(reference_dir):
+            path = os.path.join(reference_dir, '%d.png' % image_number(image_id))
+            if not os.path.isfile(path):
+                raise FileNotFoundError(
+                    'mask %s of %s does not exist: %s is the authors\' mask folder, so every '
+                    'mask of its images is read from it (add the file, or move the folder away '
+                    'to render the masks from the annotations)' % (path, image_id, reference_dir))
+            return path
         path = os.path.join(self.root, 'SegmentationClass', image_id + '.png')
         if not os.path.isfile(path):
             coco, index, record = self._image_record(image_id)

@@ -1,12 +1,22 @@
-"""CAM post-processing shared by make_cam/make_clims and later stages."""
+"""CAM post-processing shared by make_cam/make_clims, and the CAM files every
+later stage reads (:class:`CamFiles`)."""
+import os
+import pickle
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from misc.imutils import strided_size, strided_up_size
+from misc.io import load_npz
+from misc.paths import cam_out_dir
 
 CAM_STRIDE = 4
 NETWORK_STRIDE = 16
+CAM_SUFFIX = '.npz'
+REFERENCE_CAM_SUFFIX = '.npy'
+CAM_ARRAYS = ('keys', 'cam', 'high_res')
+CAM_DTYPES = {'keys': np.int64, 'cam': np.float32, 'high_res': np.float32}
 
 
 def normalize_cams(cams, eps=1e-5):
@@ -39,3 +49,76 @@ def present_class_cams(strided_cam, high_res, label):
     cam = normalize_cams(strided_cam[keys])
     hr = normalize_cams(high_res[keys])
     return keys.numpy().astype(np.int64), cam.numpy(), hr.numpy()
+
+
+class CamFiles:
+    """The per-image CAM files of a folder, read the same way by every later stage.
+
+    Ours are ``<id>.npz`` (``keys`` int64, ``cam`` and ``high_res`` float32;
+    no pickles). With ``import_reference`` the folder holds the authors'
+    ``<id>.npy`` instead: ``np.save`` of the dict ``{"keys": torch.LongTensor,
+    "cam": torch.FloatTensor, "high_res": ndarray}``. Those files are pickles
+    and unpickling runs code stored in the file, so they are read only when
+    the user asks for it (``--import_reference_cams True``), for files from a
+    trusted source. Either way :meth:`load` returns the same numpy arrays.
+    """
+
+    def __init__(self, folder, import_reference=False):
+        self.folder = folder
+        self.import_reference = import_reference
+        self.suffix = REFERENCE_CAM_SUFFIX if import_reference else CAM_SUFFIX
+
+    @classmethod
+    def from_args(cls, args):
+        """The CAMs of ``--cam_out_dir``, the authors' ``.npy`` with ``--import_reference_cams``."""
+        return cls(cam_out_dir(args), args.import_reference_cams)
+
+    def path(self, image_id):
+        return os.path.join(self.folder, image_id + self.suffix)
+
+    def require(self, ids, list_name):
+        """Fail before any work, with the count and the first id, if CAM files are missing."""
+        missing = [i for i in ids if not os.path.isfile(self.path(i))]
+        if not missing:
+            return
+        if not self.import_reference and os.path.isfile(
+                os.path.join(self.folder, missing[0] + REFERENCE_CAM_SUFFIX)):
+            raise ValueError('%s holds CAMs in the authors\' pickled .npy format (%s%s): pass '
+                             '--import_reference_cams True to read them (importing a pickle runs '
+                             'code from the file: only for files from a trusted source)'
+                             % (self.folder, missing[0], REFERENCE_CAM_SUFFIX))
+        raise FileNotFoundError('%d of %d CAM files of %s are missing in %s (first: %s%s); run '
+                                'make_cam / make_clims on this list first'
+                                % (len(missing), len(ids), list_name, self.folder, missing[0],
+                                   self.suffix))
+
+    def load(self, image_id, required=CAM_ARRAYS):
+        """{'keys': int64 [K], 'cam': float32 [K, h, w], 'high_res': float32 [K, H, W]} (``required`` checked)."""
+        path = self.path(image_id)
+        if self.import_reference:
+            return load_reference_cams(path, required)
+        return load_npz(path, required=required)
+
+
+def load_reference_cams(path, required=CAM_ARRAYS):
+    """The arrays of one authors' CAM ``.npy`` (a pickled dict: trusted files only)."""
+    try:
+        record = np.load(path, allow_pickle=True).item()
+    except FileNotFoundError:
+        raise FileNotFoundError('%s does not exist' % path) from None
+    except (ValueError, OSError, EOFError, pickle.UnpicklingError, AttributeError,
+            ImportError, RuntimeError) as e:
+        raise ValueError('%s is not a readable CAM .npy of the reference (%s)' % (path, e)) from None
+    if not isinstance(record, dict):
+        raise ValueError('%s holds a %s, not the reference CAM dict {keys, cam, high_res}'
+                         % (path, type(record).__name__))
+    missing = [k for k in required if k not in record]
+    if missing:
+        raise ValueError('%s lacks %s; the reference CAM dict has keys, cam and high_res'
+                         % (path, missing))
+    return {name: np.asarray(_as_numpy(value), dtype=CAM_DTYPES[name])
+            for name, value in record.items() if name in CAM_DTYPES}
+
+
+def _as_numpy(value):
+    return value.numpy() if isinstance(value, torch.Tensor) else value

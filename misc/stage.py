@@ -36,11 +36,3 @@ def pending_shard(ids, out_dir, suffix):
     dist.barrier()              # every process has listed before any writes a new file
     return todo, todo[dist.rank()::dist.world_size()]
 
-
-def require_cam_files(ids, cam_dir, list_name):
-    """Fail before any work, with the count and the first id, if CAM files are missing."""
-    missing = [i for i in ids if not os.path.isfile(os.path.join(cam_dir, i + '.npz'))]
-    if missing:
-        raise FileNotFoundError('%d of %d CAM files of %s are missing in %s (first: %s.npz); run '
-                                'make_cam / make_clims on this list first'
-                                % (len(missing), len(ids), list_name, cam_dir, missing[0]))

@@ -4,7 +4,10 @@ From the high-res CAMs: FG-confident = argmax with background padded at
 ``--conf_fg_thres``, refined by a dense CRF; BG-confident the same at
 ``--conf_bg_thres``. Label = FG class (1..20); 255 where the FG map says
 background; 0 where both say background. One grayscale PNG per image in
-``--ir_label_out_dir``; parallel over processes, resumable, atomic.
+``--ir_label_out_dir``; parallel over processes, resumable, atomic. The
+authors' ``.npy`` CAMs are read with ``--import_reference_cams True``; on
+COCO the reference protocol covers the first 10,000 images of
+``--train_list`` (:mod:`coco14.protocol`).
 """
 import multiprocessing
 import os
@@ -12,12 +15,14 @@ import os
 import numpy as np
 from tqdm import tqdm
 
+from coco14 import protocol
 from misc import dist
+from misc.cam import CamFiles
 from misc.crf import crf_inference_label
-from misc.io import load_npz, save_png
+from misc.io import save_png
 from misc.logutil import get_logger
-from misc.paths import cam_out_dir, in_work_space
-from misc.stage import pending_shard, prepare, require_cam_files
+from misc.paths import in_work_space
+from misc.stage import pending_shard, prepare
 
 
 def confident_label(img, high_res, keys, fg_thres, bg_thres):
@@ -38,8 +43,8 @@ def confident_label(img, high_res, keys, fg_thres, bg_thres):
 
 
 def _label_one(job):
-    source, image_id, cam_dir, out_dir, fg_thres, bg_thres = job
-    cams = load_npz(os.path.join(cam_dir, image_id + '.npz'), required=('keys', 'high_res'))
+    source, image_id, cam_files, out_dir, fg_thres, bg_thres = job
+    cams = cam_files.load(image_id, required=('keys', 'high_res'))
     conf = confident_label(source.read_image(image_id), cams['high_res'], cams['keys'],
                            fg_thres, bg_thres)
     save_png(os.path.join(out_dir, image_id + '.png'), conf)
@@ -48,14 +53,15 @@ def _label_one(job):
 
 def run(args):
     log = get_logger()
-    _, source, ids = prepare(args, args.train_list)
-    cam_dir, out_dir = cam_out_dir(args), in_work_space(args, args.ir_label_out_dir)
-    require_cam_files(ids, cam_dir, args.train_list)
+    _, source, listed = prepare(args, args.train_list)
+    ids = protocol.cam_image_ids(args, listed)
+    cam_files, out_dir = CamFiles.from_args(args), in_work_space(args, args.ir_label_out_dir)
+    cam_files.require(ids, args.train_list)
     todo, shard = pending_shard(ids, out_dir, '.png')
     log.info('cam_to_ir_label: %d images, %d done, %d in this process -> %s (fg %.2f, bg %.2f)',
              len(ids), len(ids) - len(todo), len(shard), out_dir, args.conf_fg_thres,
              args.conf_bg_thres)
-    jobs = [(source, i, cam_dir, out_dir, args.conf_fg_thres, args.conf_bg_thres) for i in shard]
+    jobs = [(source, i, cam_files, out_dir, args.conf_fg_thres, args.conf_bg_thres) for i in shard]
     n_proc = max(1, min(args.num_workers, len(jobs)))
     bar = tqdm(total=len(jobs), desc='cam_to_ir_label', disable=not dist.is_main_process(),
                dynamic_ncols=True)

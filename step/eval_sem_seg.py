@@ -1,5 +1,9 @@
 """Pseudo-mask evaluation (METHOD.md stage 10, reference eval_sem_seg).
 
+Only the images of ``--chainer_eval_set`` are scored (and only their
+pseudo masks are needed), whatever else ``--sem_seg_out_dir`` holds; on COCO
+the reference protocol scores the first 10,000 images of the split, those
+make_sem_seg makes (:mod:`coco14.protocol`).
 Predictions are the PNGs of ``--sem_seg_out_dir``; 255 in a prediction is
 counted as background, GT void is ignored. Writes
 ``work_space/eval_sem_seg.json`` with mIoU (nanmean), per-class IoU and the
@@ -11,6 +15,7 @@ import os
 import numpy as np
 from tqdm import tqdm
 
+from coco14 import protocol
 from data import build_source
 from misc.io import read_label_png, save_json
 from misc.logutil import get_logger
@@ -31,7 +36,7 @@ def read_prediction(path, shape):
 def run(args):
     log = get_logger()
     source = build_source(args)
-    ids = source.ids(args.chainer_eval_set)
+    ids = protocol.cam_image_ids(args, source.ids(args.chainer_eval_set))
     pred_dir = in_work_space(args, args.sem_seg_out_dir)
     missing = [i for i in ids if not os.path.isfile(os.path.join(pred_dir, i + '.png'))]
     if missing:
@@ -52,6 +57,8 @@ def run(args):
               'printed_fp0_fn0': rates['printed_fp0_fn0'],
               'printed_mean_fp_fn_fg': rates['printed_mean_fp_fn_fg'],
               'confusion': conf.tolist()}
+    if source.name == 'coco14':
+        result['coco_protocol'] = args.coco_protocol
     out = os.path.join(args.work_space, 'eval_sem_seg.json')
     save_json(out, result)
     log.info('eval_sem_seg on %s (%d images):\n%s\nbackground FP %.4f FN %.4f; mean FG FP %.4f '

@@ -3,7 +3,9 @@
 One ``<cam_out_dir>/<image_id>.npz`` per image with ``keys`` (present class
 ids, 0-based), ``cam`` (stride 4) and ``high_res`` (full size), each map
 divided by its max + 1e-5. Images already done are skipped; files are
-written atomically; under torchrun every process takes its own shard.
+written atomically; under torchrun every process takes its own shard. On
+COCO the reference protocol covers the first 10,000 images of
+``--infer_list`` (:mod:`coco14.protocol`).
 """
 import os
 
@@ -11,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from coco14 import protocol
 from data import build_source
 from data.loaders import MultiScaleDataset
 from misc import dist
@@ -35,7 +38,8 @@ def image_cams(model, pack, device):
 def write_cams(args, model, out_dir, desc):
     """Shared body of make_cam and make_clims: compute and save the missing CAMs."""
     log = get_logger()
-    device, source, ids = prepare(args, args.infer_list)
+    device, source, listed = prepare(args, args.infer_list)
+    ids = protocol.cam_image_ids(args, listed)
     todo, shard = pending_shard(ids, out_dir, '.npz')
     log.info('%s: %d images, %d already done, %d in this process -> %s',
              desc, len(ids), len(ids) - len(todo), len(shard), out_dir)

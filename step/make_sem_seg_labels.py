@@ -6,7 +6,10 @@ upsampled x4, divided by their GLOBAL max, background padded at
 ``--sem_seg_bg_thres``, argmax -> class ids. Reference behaviour kept: an
 image whose CAMs are all zero gives 0/0 = NaN and the argmax labels it with
 its first class. One grayscale PNG per image (and a VOC-palette copy with
-``--sem_seg_color True``); resumable, atomic, sharded under torchrun.
+``--sem_seg_color True``); resumable, atomic, sharded under torchrun. The
+authors' ``.npy`` CAMs are read with ``--import_reference_cams True``; on
+COCO the reference protocol covers the first 10,000 images of
+``--infer_list`` (:mod:`coco14.protocol`).
 """
 import os
 
@@ -16,13 +19,15 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from coco14 import protocol
 from data.loaders import MultiScaleDataset
 from misc import dist
-from misc.io import load_npz, save_png
+from misc.cam import CamFiles
+from misc.io import save_png
 from misc.logutil import get_logger
-from misc.paths import cam_out_dir, in_work_space
+from misc.paths import in_work_space
 from misc.random_walk import propagate_to_edge
-from misc.stage import pending_shard, prepare, require_cam_files
+from misc.stage import pending_shard, prepare
 from net.checkpoint import load_weights
 from net.resnet50_irn import IRNet, edge_map
 from voc12.devkit import voc_palette
@@ -48,11 +53,12 @@ def pseudo_label(cams, keys, edge, size, args):
 
 def run(args):
     log = get_logger()
-    device, source, ids = prepare(args, args.infer_list)
-    cam_dir = cam_out_dir(args)
+    device, source, listed = prepare(args, args.infer_list)
+    ids = protocol.cam_image_ids(args, listed)
+    cam_files = CamFiles.from_args(args)
     out_dir = in_work_space(args, args.sem_seg_out_dir)
     color_dir = out_dir + '_color' if args.sem_seg_color else None
-    require_cam_files(ids, cam_dir, args.infer_list)
+    cam_files.require(ids, args.infer_list)
     model = load_weights(IRNet(), in_work_space(args, args.irn_weights_name)).to(device).eval()
     todo, shard = pending_shard(ids, out_dir, '.png')
     log.info('make_sem_seg: %d images, %d done, %d in this process -> %s (beta %g, exp_times %d, '
@@ -67,7 +73,7 @@ def run(args):
             image_id = pack['name'][0]
             size = (int(pack['size'][0]), int(pack['size'][1]))
             edge = edge_map(model, pack['img'][0][0].to(device)).cpu()
-            cams = load_npz(os.path.join(cam_dir, image_id + '.npz'), required=('keys', 'cam'))
+            cams = cam_files.load(image_id, required=('keys', 'cam'))
             label = pseudo_label(torch.from_numpy(cams['cam']), cams['keys'], edge, size, args)
             if color_dir:
                 save_png(os.path.join(color_dir, image_id + '.png'), label, palette)

@@ -105,6 +105,7 @@ def test_whole_pipeline_on_coco(tmp_path, coco):
         '--eval_seg_pass', 'True'])
     cam = json.loads((ws / 'eval_cam.json').read_text())
     assert cam['dataset'] == 'coco14' and len(cam['iou']) == 81
+    assert cam['coco_protocol'] == 'reference' and cam['n_images'] == len(COCO14(root).ids('train'))
     assert cam['iou_by_class']['toothbrush'] is None
     sem = json.loads((ws / 'eval_sem_seg.json').read_text())
     seg = json.loads((ws / 'eval_seg.json').read_text())

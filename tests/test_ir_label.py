@@ -28,12 +28,13 @@ def test_confident_regions_reproduce_reference(tmp_path, folder, bg_thres):
 
 
 def test_existing_labels_are_skipped(tmp_path):
+    train = (VOC_MINI / 'ImageSets' / 'Segmentation' / 'train.txt').read_text().split()
     shutil.copytree(REF / 'cams', tmp_path / 'cams')
     (tmp_path / 'ir_label').mkdir()
-    marker = tmp_path / 'ir_label' / '2007_001442.png'
+    marker = tmp_path / 'ir_label' / (train[0] + '.png')
     marker.write_bytes(b'kept')
     run_sample.main(['--voc12_root', str(VOC_MINI), '--work_space', str(tmp_path),
                      '--train_list', 'train', '--num_workers', '1',
                      '--cam_to_ir_label_pass', 'True'])
     assert marker.read_bytes() == b'kept'
-    assert len(os.listdir(tmp_path / 'ir_label')) == 4
+    assert sorted(os.listdir(tmp_path / 'ir_label')) == sorted(i + '.png' for i in train)

@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REF
+from conftest import REF, VOC_MINI as VOC
 from misc.metrics import (ThresholdSweep, among_predfg_bg, cam_to_label, confusion_matrix,
                           fp_fn_rates, iou_from_confusion, mean_iou, original_early_stop_best)
-VOC = REF / "voc_mini"
-SPLITS = ("trainval", "train", "val")
-SWEEP_THRESHOLDS = np.arange(5, 60) / 100
-RTOL = 1e-9
+from step.eval_cam import SWEEP_THRESHOLDS
 
-needs_fixtures = pytest.mark.skipif(not REF.is_dir(), reason="reference fixtures not available")
+EVAL_CAM_REF = json.loads((REF / "eval_cam.json").read_text())
+EVAL_SEM_SEG_REF = json.loads((REF / "eval_sem_seg.json").read_text())
+SPLITS = tuple(sorted(EVAL_CAM_REF))
+RTOL = 1e-9
 
 
 def _ids(split):
@@ -58,11 +58,6 @@ def _assert_iou(actual, expected):
 
 
 @pytest.fixture(scope="module")
-def eval_cam_ref():
-    return json.loads((REF / "eval_cam.json").read_text())
-
-
-@pytest.fixture(scope="module")
 def sweeps():
     out = {}
     for split in SPLITS:
@@ -74,10 +69,9 @@ def sweeps():
     return out
 
 
-@needs_fixtures
 @pytest.mark.parametrize("split", SPLITS)
-def test_eval_cam_at_default_threshold(split, eval_cam_ref):
-    ref = eval_cam_ref[split]
+def test_eval_cam_at_default_threshold(split):
+    ref = EVAL_CAM_REF[split]
     conf = sum(confusion_matrix(cam_to_label(*_cam(n), ref["cam_eval_thres"]), _gt(n), 21)
                for n in _ids(split))
     _assert_confusion(conf, ref["confusion"])
@@ -87,10 +81,9 @@ def test_eval_cam_at_default_threshold(split, eval_cam_ref):
     _assert_close(among_predfg_bg(conf), ref["among_predfg_bg"])
 
 
-@needs_fixtures
 @pytest.mark.parametrize("split", SPLITS)
-def test_eval_cam_sweep(split, eval_cam_ref, sweeps):
-    ref = eval_cam_ref[split]
+def test_eval_cam_sweep(split, sweeps):
+    ref = EVAL_CAM_REF[split]
     sweep = sweeps[split]
     assert sweep.n_images == ref["n_images"]
     ref_t, ref_miou = np.array(ref["sweep_thres_miou"]).T
@@ -98,16 +91,15 @@ def test_eval_cam_sweep(split, eval_cam_ref, sweeps):
     mious = sweep.mious()
     _assert_close(mious, ref_miou)
 
-    at_015 = sweep.result(int(np.flatnonzero(sweep.thresholds == 0.15)[0]))
-    _assert_confusion(at_015["confusion"], ref["confusion"])
-    _assert_close(at_015["miou"], ref["miou"])
+    main = sweep.result(int(np.flatnonzero(sweep.thresholds == ref["cam_eval_thres"])[0]))
+    _assert_confusion(main["confusion"], ref["confusion"])
+    _assert_close(main["miou"], ref["miou"])
 
     best_t, best_miou = original_early_stop_best(mious, sweep.thresholds)
     assert best_t == ref["original_early_stop_best"]["thres"]
     _assert_close(best_miou, ref["original_early_stop_best"]["miou"])
 
 
-@needs_fixtures
 @pytest.mark.parametrize("split", SPLITS)
 def test_sweep_matches_per_threshold_on_fixture(split, sweeps):
     confs = sweeps[split].confusions
@@ -116,10 +108,9 @@ def test_sweep_matches_per_threshold_on_fixture(split, sweeps):
         np.testing.assert_array_equal(confs[i], expected)
 
 
-@needs_fixtures
-@pytest.mark.parametrize("split", SPLITS)
+@pytest.mark.parametrize("split", sorted(EVAL_SEM_SEG_REF))
 def test_eval_sem_seg(split):
-    ref = json.loads((REF / "eval_sem_seg.json").read_text())[split]
+    ref = EVAL_SEM_SEG_REF[split]
     conf = sum(confusion_matrix(np.asarray(Image.open(REF / "sem_seg" / f"{n}.png")), _gt(n), 21)
                for n in _ids(split))
     _assert_confusion(conf, ref["confusion"])

@@ -1,6 +1,7 @@
 """Random walk (sparse) and make_sem_seg against the reference fixtures."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,10 +18,36 @@ from misc.random_walk import padded_path_affinity, propagate_to_edge, sparse_aff
     transition_matrix
 from step.make_sem_seg_labels import random_walk_scores
 
-IDS = ['2007_001442', '2008_003119', '2009_005118', '2011_009486', '2011_009504', '2012_004233']
+# The fixtures' make_sem_seg ran with beta 10, exp_times 8 and sem_seg_bg_thres 0.25
+# (reference/README.md, section 3d).
+BETA, EXP_TIMES, BG_THRES = 10, 8, 0.25
 
 
-@pytest.mark.parametrize('case', [0, 1])
+def cases(npz_path, key):
+    """The case numbers k of an npz holding ``case{k}_<key>`` arrays."""
+    with np.load(npz_path) as f:
+        return sorted(int(m.group(1)) for m in map(re.compile(r'case(\d+)_%s$' % key).match,
+                                                   f.files) if m)
+
+
+def stems(folder, suffix):
+    return sorted(n[:-len(suffix)] for n in os.listdir(folder) if n.endswith(suffix))
+
+
+SEM_SEG_IDS = stems(REF / 'sem_seg', '.png')
+
+
+def all_zero_cam_ids():
+    """Images whose strided CAMs are all zero, with the class the reference labels them with."""
+    out = {}
+    for image_id in SEM_SEG_IDS:
+        with np.load(REF / 'cams' / (image_id + '.npz')) as cams:
+            if cams['keys'].size and not cams['cam'].any():
+                out[image_id] = int(cams['keys'][0]) + 1
+    return out
+
+
+@pytest.mark.parametrize('case', cases(REF / 'path_index.npz', 'radius_size'))
 def test_path_index_matches_reference(case):
     ref = np.load(REF / 'path_index.npz')
     radius, h, w, radius_floor = ref['case%d_radius_size' % case]
@@ -60,7 +87,7 @@ def test_affinity_and_transition_intermediates():
                                atol=1e-4 * np.abs(ref['case0_trans_mat']).max())
 
 
-@pytest.mark.parametrize('case', range(7))
+@pytest.mark.parametrize('case', cases(REF / 'random_walk.npz', 'params'))
 def test_sparse_random_walk_matches_reference(case):
     ref = np.load(REF / 'random_walk.npz')
     _, _, _, radius, beta, exp_times = ref['case%d_params' % case]
@@ -81,7 +108,7 @@ def test_transition_matrix_is_sparse_and_linear_in_pixels():
         assert aff.is_sparse and aff._nnz() <= h * w * (2 * 34 + 1)
 
 
-@pytest.mark.parametrize('image_id', IDS)
+@pytest.mark.parametrize('image_id', stems(REF / 'rw', '.npz'))
 def test_random_walk_scores_match_reference(image_id):
     ref = np.load(REF / 'rw' / (image_id + '.npz'))
     rw = propagate_to_edge(torch.from_numpy(ref['cam']), torch.from_numpy(ref['edge']))
@@ -89,21 +116,23 @@ def test_random_walk_scores_match_reference(image_id):
                                atol=max(1e-3 * np.abs(ref['rw']).max(), 1e-4))
     size = ref['rw_up'].shape[1:]
     scores = random_walk_scores(torch.from_numpy(ref['cam']), torch.from_numpy(ref['edge']),
-                                size, 10, 8, 0.25)
+                                size, BETA, EXP_TIMES, BG_THRES)
     np.testing.assert_allclose(scores[1:].numpy(), ref['rw_up'], atol=2e-4, rtol=0)
 
 
 def sem_seg_args(work_space, weights, *extra):
-    return ['--voc12_root', str(VOC_MINI), '--work_space', str(work_space), '--device', 'cpu',
-            '--num_workers', '0', '--infer_list', 'trainval', '--irn_weights_name', str(weights),
-            '--sem_seg_bg_thres', '0.25', '--make_sem_seg_pass', 'True'] + list(extra)
+    args = ['--voc12_root', VOC_MINI, '--work_space', work_space, '--device', 'cpu',
+            '--num_workers', '0', '--infer_list', 'trainval', '--irn_weights_name', weights,
+            '--beta', BETA, '--exp_times', EXP_TIMES, '--sem_seg_bg_thres', BG_THRES,
+            '--make_sem_seg_pass', 'True'] + list(extra)
+    return [str(a) for a in args]
 
 
 def test_make_sem_seg_reproduces_reference_pngs(tmp_path, irn_reference_weights):
     shutil.copytree(REF / 'cams', tmp_path / 'cams')
     run_sample.main(sem_seg_args(tmp_path, irn_reference_weights, '--sem_seg_color', 'True'))
     total = agree = 0
-    for image_id in IDS:
+    for image_id in SEM_SEG_IDS:
         ours = Image.open(tmp_path / 'sem_seg' / (image_id + '.png'))
         ref = np.asarray(Image.open(REF / 'sem_seg' / (image_id + '.png')))
         assert ours.mode == 'L'
@@ -113,8 +142,10 @@ def test_make_sem_seg_reproduces_reference_pngs(tmp_path, irn_reference_weights)
         assert color.mode == 'P'
         np.testing.assert_array_equal(np.asarray(color), np.asarray(ours))
     assert agree / total >= 0.999
-    # the all-zero-CAM image is labelled with its first class (NaN argmax, as the reference)
-    assert set(np.unique(np.asarray(Image.open(tmp_path / 'sem_seg' / '2011_009504.png')))) == {15}
+    # an all-zero-CAM image is labelled with its first class (NaN argmax, as the reference)
+    for image_id, label in all_zero_cam_ids().items():
+        assert set(np.unique(np.asarray(Image.open(tmp_path / 'sem_seg' / (image_id + '.png'))))) \
+            == {label}
 
 
 def test_killed_make_sem_seg_resumes_to_identical_pngs(tmp_path, irn_reference_weights):
@@ -126,7 +157,7 @@ def test_killed_make_sem_seg_resumes_to_identical_pngs(tmp_path, irn_reference_w
     out = killed / 'sem_seg'
     kill_when(run_sample_cmd(*sem_seg_args(killed, irn_reference_weights)),
               lambda: has_file_ending(out, '.png'), timeout=120)
-    assert len([n for n in os.listdir(out) if n.endswith('.png')]) < len(IDS)
+    assert len([n for n in os.listdir(out) if n.endswith('.png')]) < len(SEM_SEG_IDS)
     subprocess.run(run_sample_cmd(*sem_seg_args(killed, irn_reference_weights)), check=True,
                    capture_output=True)
     assert sorted(os.listdir(out)) == sorted(os.listdir(full / 'sem_seg'))
@@ -142,10 +173,11 @@ def test_run_voc12_sem_seg_script(tmp_path):
                IRN_NUM_EPOCHES='1', OMP_NUM_THREADS='2')
     subprocess.run(['bash', str(REPO / 'run_voc12_sem_seg.sh')], env=env, check=True,
                    capture_output=True)
-    for name in IDS:
+    trainval = (VOC_MINI / 'ImageSets' / 'Segmentation' / 'trainval.txt').read_text().split()
+    for name in trainval:
         ours = np.asarray(Image.open(tmp_path / 'ir_label' / (name + '.png')))
         np.testing.assert_array_equal(
             ours, np.asarray(Image.open(REF / 'ir_label_default' / (name + '.png'))))
     result = json.loads((tmp_path / 'eval_sem_seg.json').read_text())
-    assert result['n_images'] == 6 and 0 <= result['miou'] <= 1
-    assert len(os.listdir(tmp_path / 'sem_seg_color')) == 6
+    assert result['n_images'] == len(trainval) and 0 <= result['miou'] <= 1
+    assert len(os.listdir(tmp_path / 'sem_seg_color')) == len(trainval)

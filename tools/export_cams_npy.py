@@ -5,7 +5,9 @@
 Each ``<id>.npz`` (keys, cam, high_res) becomes ``<id>.npy``: ``np.save`` of the
 dict ``{"keys": torch.LongTensor, "cam": torch.FloatTensor, "high_res": np.ndarray}``
 exactly as the reference make_cam writes it (a pickle: readers need
-``allow_pickle=True`` and torch importable). Existing outputs are skipped.
+``allow_pickle=True`` and torch importable; this project's stages read such
+files back with ``--import_reference_cams True``). Existing outputs are
+skipped.
 """
 import argparse
 import io
@@ -18,7 +20,8 @@ from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from misc.io import atomic_write, load_npz  # noqa: E402
+from misc.cam import CamFiles  # noqa: E402
+from misc.io import atomic_write  # noqa: E402
 
 
 def reference_cam_dict(cams):
@@ -30,7 +33,9 @@ def reference_cam_dict(cams):
 
 def export_cams(cam_dir, out_dir):
     """Convert every ``.npz`` of ``cam_dir``; returns the number written."""
-    names = sorted(n[:-4] for n in os.listdir(cam_dir) if n.endswith('.npz'))
+    cam_files = CamFiles(cam_dir)
+    names = sorted(n[:-len(cam_files.suffix)] for n in os.listdir(cam_dir)
+                   if n.endswith(cam_files.suffix))
     if not names:
         raise FileNotFoundError('no CAM .npz files in %s' % cam_dir)
     written = 0
@@ -38,7 +43,7 @@ def export_cams(cam_dir, out_dir):
         target = os.path.join(out_dir, name + '.npy')
         if os.path.isfile(target):
             continue
-        cams = load_npz(os.path.join(cam_dir, name + '.npz'), required=('keys', 'cam', 'high_res'))
+        cams = cam_files.load(name)
         buf = io.BytesIO()
         np.save(buf, reference_cam_dict(cams), allow_pickle=True)
         with atomic_write(target) as f:
