@@ -109,11 +109,14 @@ def test_output_stride_16_and_trainable_parts():
 
 
 def test_frozen_batchnorm_ignores_batch_statistics():
+    torch.manual_seed(0)
     net = Net()
     net.train()
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         a = net(x)
         b = net(x[:1])
-    torch.testing.assert_close(a[:1], b)
+    # random weights give logits of order 1e2: allow float32 summation-order noise
+    # (batch statistics would change them by order 1)
+    torch.testing.assert_close(a[:1], b, rtol=0, atol=1e-4 * float(a.abs().max()))
     assert torch.equal(net.resnet50.bn1.running_mean, torch.zeros(64))
