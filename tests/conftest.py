@@ -1,4 +1,5 @@
 """Shared test fixtures: paths to the reference fixtures and tiny datasets."""
+import json
 import os
 import signal
 import subprocess
@@ -14,10 +15,21 @@ REF = FIXTURES / 'reference'
 VOC_MINI = REF / 'voc_mini'
 
 
+def reference_ids(split):
+    """Image names of a split of the fixture set (its voc12/<split>.txt)."""
+    return (REF / 'voc12' / (split + '.txt')).read_text().split()
+
+
 def make_reference_weights(layout_name, out_path):
-    """Write deterministic weights in the authors' checkpoint layout (fixtures' tool)."""
+    """Write deterministic weights in the authors' checkpoint layout (fixtures' tool).
+
+    Salt and rule are the fixture set's own (layouts/checksums.json).
+    """
+    recipe = json.loads((REF / 'layouts' / 'checksums.json').read_text())
+    recipe = recipe[Path(layout_name).stem]
     subprocess.run([sys.executable, str(FIXTURES / 'tools' / 'make_weights.py'),
-                    '--layout', str(REF / 'layouts' / layout_name), '--out', str(out_path)],
+                    '--layout', str(REF / 'layouts' / layout_name), '--out', str(out_path),
+                    '--salt', recipe['salt'], '--rule', recipe['rule']],
                    check=True, cwd=str(REF))
     return out_path
 

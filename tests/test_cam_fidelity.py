@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import run_sample
-from conftest import REF, REPO, VOC_MINI
+from conftest import REF, REPO, VOC_MINI, reference_ids
 
-IDS = ['2007_001442', '2008_003119', '2009_005118', '2011_009486', '2011_009504', '2012_004233']
+IDS = reference_ids('trainval')
 
 
 def sample(work_space, *extra):
@@ -21,7 +21,7 @@ def sample(work_space, *extra):
 
 @pytest.fixture(scope='module')
 def clims_cams(tmp_path_factory, clims_reference_weights):
-    """make_clims with the fixture weights in the authors' layout, on all 6 images."""
+    """make_clims with the fixture weights in the authors' layout, on every image."""
     ws = tmp_path_factory.mktemp('clims_ws')
     sample(ws, '--make_clims_pass', 'True', '--clims_weights_name', clims_reference_weights,
            '--infer_list', REF / 'voc12' / 'trainval.txt')
@@ -40,31 +40,47 @@ def test_make_clims_reproduces_reference_cams(clims_cams, image_id):
         np.testing.assert_allclose(ours[name], ref[name], atol=5e-5, rtol=0)
 
 
+def zero_maps(cam_dir):
+    """(image, class id) of every high-res CAM that is exactly zero everywhere."""
+    found = set()
+    for image_id in IDS:
+        cams = np.load(cam_dir / (image_id + '.npz'))
+        found |= {(image_id, int(k)) for k, m in zip(cams['keys'], cams['high_res'])
+                  if not m.any()}
+    return found
+
+
 def test_all_zero_cams_stay_exactly_zero(clims_cams):
-    cams = np.load(clims_cams / 'cams' / '2011_009504.npz')
-    assert np.all(cams['high_res'] == 0)
+    """Maps that are all zero (relu of a negative map) stay exactly 0 after / (max + 1e-5)."""
+    assert zero_maps(clims_cams / 'cams') == zero_maps(REF / 'cams')
 
 
 def test_make_cam_with_the_same_weights_gives_the_same_cams(tmp_path, clims_reference_weights):
     """The baseline network (frozen BN) and the QA-CLIMS network agree in eval mode."""
     sample(tmp_path, '--make_cam_pass', 'True', '--cam_weights_name', clims_reference_weights,
            '--infer_list', 'val')
-    for image_id in ('2009_005118', '2012_004233'):
+    val = reference_ids('val')
+    assert sorted(os.listdir(tmp_path / 'cams')) == sorted(i + '.npz' for i in val)
+    for image_id in val:
         ref = np.load(REF / 'cams' / (image_id + '.npz'))
         ours = np.load(tmp_path / 'cams' / (image_id + '.npz'))
         np.testing.assert_allclose(ours['high_res'], ref['high_res'], atol=5e-5, rtol=0)
 
 
-def reference_split(split):
+def reference_eval_cam():
     with open(REF / 'eval_cam.json') as f:
-        return json.load(f)[split]
+        return json.load(f)
+
+
+def reference_split(split):
+    return reference_eval_cam()[split]
 
 
 def nan_list(values):
     return np.array([np.nan if v is None else v for v in values], np.float64)
 
 
-@pytest.mark.parametrize('split', ['trainval', 'train', 'val'])
+@pytest.mark.parametrize('split', sorted(reference_eval_cam()))
 def test_eval_cam_reproduces_reference(tmp_path, split):
     """eval_cam on the reference CAM files: mIoU, per-class IoU, confusion, whole sweep."""
     shutil.copytree(REF / 'cams', tmp_path / 'cams')
@@ -72,7 +88,8 @@ def test_eval_cam_reproduces_reference(tmp_path, split):
            '--eval_cam_best', 'True')
     ours = json.loads((tmp_path / 'eval_cam.json').read_text())
     ref = reference_split(split)
-    assert ours['n_images'] == ref['n_images'] and ours['threshold'] == 0.15
+    assert ours['n_images'] == ref['n_images'] == len(reference_ids(split))
+    assert ours['threshold'] == ref['cam_eval_thres']
     np.testing.assert_allclose(ours['miou'], ref['miou'], rtol=1e-9)
     n = len(ref['iou'])
     np.testing.assert_allclose(nan_list(ours['iou'][:n]), nan_list(ref['iou']), rtol=1e-9)
@@ -88,7 +105,10 @@ def test_eval_cam_reproduces_reference(tmp_path, split):
     np.testing.assert_allclose(ours['original_early_stop_best']['miou'], early['miou'], rtol=1e-9)
     sweep = np.array(ref['sweep_thres_miou'])
     assert ours['best']['miou'] == pytest.approx(sweep[:, 1].max())
-    assert set(ours['iou_by_class']) >= {'background', 'dining table', 'tv monitor'}
+    names = list(ref['iou_by_class'])
+    assert list(ours['iou_by_class'])[:len(names)] == names
+    np.testing.assert_allclose(nan_list([ours['iou_by_class'][c] for c in names]),
+                               nan_list(ref['iou_by_class'].values()), rtol=1e-9)
 
 
 def test_eval_cam_on_our_cams_gives_reference_miou(clims_cams):
@@ -99,7 +119,8 @@ def test_eval_cam_on_our_cams_gives_reference_miou(clims_cams):
 
 def test_eval_cam_names_missing_cam_files(tmp_path):
     (tmp_path / 'cams').mkdir()
-    with pytest.raises(FileNotFoundError, match='6 of 6 CAM files of trainval are missing'):
+    missing = '%d of %d CAM files of trainval are missing' % (len(IDS), len(IDS))
+    with pytest.raises(FileNotFoundError, match=missing):
         sample(tmp_path, '--eval_cam_pass', 'True', '--chainer_eval_set', 'trainval')
 
 
@@ -112,6 +133,6 @@ def test_run_voc12_qa_clims_script_reproduces_reference_train_miou(tmp_path,
                    capture_output=True)
     ours = json.loads((tmp_path / 'eval_cam.json').read_text())
     ref = reference_split('train')
-    assert ours['n_images'] == 4
+    assert ours['n_images'] == ref['n_images'] == len(reference_ids('train'))
     assert ours['miou'] == pytest.approx(ref['miou'], abs=2e-4)
     assert ours['original_early_stop_best']['threshold'] == ref['original_early_stop_best']['thres']

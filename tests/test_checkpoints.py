@@ -1,8 +1,11 @@
 """Loading the authors' checkpoint layout and our own weights; clear errors."""
+import json
+
 import numpy as np
 import pytest
 import torch
 
+from conftest import REF
 from net.checkpoint import load_weights, read_state_dict, save_weights
 from net.resnet50 import load_imagenet_weights, resnet50
 from net.resnet50_cam import Net
@@ -10,13 +13,16 @@ from net.resnet50_clims import CAM, CLIMS
 
 
 def test_reference_layout_with_aliases_loads(clims_reference_weights):
+    """Every key of the authors' layout (aliases included) lands in its canonical tensor."""
+    layout = json.loads((REF / 'layouts' / 'clims_state_dict.json').read_text())
     raw = torch.load(clims_reference_weights, weights_only=True)
-    assert len(raw) == 956              # every backbone tensor under three names
+    assert list(raw) == [key for key, _, _, _ in layout]
     model = load_weights(CLIMS(), str(clims_reference_weights))
     ours = model.state_dict()
-    assert len(ours) == 319             # the layout's canonical tensors
-    assert torch.equal(ours['resnet50.layer3.2.conv2.weight'], raw['stage3.0.2.conv2.weight'])
-    assert torch.equal(ours['classifier.weight'], raw['newly_added.0.weight'])
+    assert set(ours) == {canonical for _, _, _, canonical in layout}
+    assert len(ours) < len(layout)      # the layout does hold aliases
+    for key, _, _, canonical in layout:
+        assert torch.equal(ours[canonical], raw[key]), key
 
 
 def test_safetensors_round_trip(tmp_path, clims_reference_weights):
@@ -103,11 +109,14 @@ def test_output_stride_16_and_trainable_parts():
 
 
 def test_frozen_batchnorm_ignores_batch_statistics():
+    torch.manual_seed(0)
     net = Net()
     net.train()
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         a = net(x)
         b = net(x[:1])
-    torch.testing.assert_close(a[:1], b)
+    # random weights give logits of order 1e2: allow float32 summation-order noise
+    # (batch statistics would change them by order 1)
+    torch.testing.assert_close(a[:1], b, rtol=0, atol=1e-4 * float(a.abs().max()))
     assert torch.equal(net.resnet50.bn1.running_mean, torch.zeros(64))

@@ -2,12 +2,13 @@
 import os
 import random
 import shutil
+import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import REF, VOC_MINI
+from conftest import REF, VOC_MINI, reference_ids
 from data.base import read_id_list
 from data.loaders import ClassificationDataset, MultiScaleDataset, check_listed_images
 from misc import imutils
@@ -19,21 +20,28 @@ def test_xml_labels_match_reference_cls_labels():
     reference = np.load(REF / 'voc12' / 'cls_labels.npy', allow_pickle=True).item()
     source = VOC12(str(VOC_MINI))
     ids = source.ids('trainval')
-    assert len(ids) == 6
+    assert ids == reference_ids('trainval')
+    assert sorted(reference) == sorted(int(i.replace('_', '')) for i in ids)
     for image_id in ids:
         key = int(image_id.replace('_', ''))
         np.testing.assert_array_equal(source.image_labels(image_id), reference[key])
-    # the person image's <part><name>hand</name> is not a label
-    assert source.image_label_ids('2011_009504') == (14,)
+    # a <part><name>hand</name> (person objects) is not a label
+    with_parts = [i for i in ids if ET.parse(VOC_MINI / 'Annotations' / (i + '.xml'))
+                  .getroot().find('object/part') is not None]
+    assert with_parts
+    for image_id in with_parts:
+        expected = np.flatnonzero(reference[int(image_id.replace('_', ''))])
+        assert source.image_label_ids(image_id) == tuple(int(c) for c in expected)
 
 
 def test_splits_and_list_files(tmp_path):
     source = VOC12(str(VOC_MINI))
     assert source.ids('train') == read_id_list(str(REF / 'voc12' / 'train.txt'))
-    assert source.ids('val') == ['2009_005118', '2012_004233']
+    assert source.ids('val') == reference_ids('val')
+    first, last = reference_ids('trainval')[0], reference_ids('trainval')[-1]
     listed = tmp_path / 'mine.txt'
-    listed.write_text('2011_009504\n\n2007_001442 extra-column\n')
-    assert source.ids(str(listed)) == ['2011_009504', '2007_001442']
+    listed.write_text('%s\n\n%s extra-column\n' % (last, first))
+    assert source.ids(str(listed)) == [last, first]
     with pytest.raises(FileNotFoundError, match='nope.txt'):
         source.ids(str(tmp_path / 'nope.txt'))
     with pytest.raises(FileNotFoundError, match="split 'test'"):
@@ -75,30 +83,33 @@ def copy_voc_mini(tmp_path):
 
 def test_listed_but_absent_image_is_named(tmp_path):
     root = copy_voc_mini(tmp_path)
-    (root / 'JPEGImages' / '2008_003119.jpg').unlink()
+    absent = reference_ids('train')[-1]
+    (root / 'JPEGImages' / (absent + '.jpg')).unlink()
     source = VOC12(str(root))
-    with pytest.raises(FileNotFoundError, match='2008_003119.jpg'):
+    with pytest.raises(FileNotFoundError, match=absent + '.jpg'):
         check_listed_images(source, source.ids('train'), 'train')
-    with pytest.raises(FileNotFoundError, match='2008_003119.jpg'):
-        source.read_image('2008_003119')
+    with pytest.raises(FileNotFoundError, match=absent + '.jpg'):
+        source.read_image(absent)
 
 
 def test_corrupt_image_is_named(tmp_path):
     root = copy_voc_mini(tmp_path)
-    path = root / 'JPEGImages' / '2007_001442.jpg'
+    image_id = reference_ids('trainval')[0]
+    path = root / 'JPEGImages' / (image_id + '.jpg')
     path.write_bytes(path.read_bytes()[:300])
-    with pytest.raises(ValueError, match='2007_001442.jpg cannot be decoded'):
-        VOC12(str(root)).read_image('2007_001442')
+    with pytest.raises(ValueError, match=image_id + '.jpg cannot be decoded'):
+        VOC12(str(root)).read_image(image_id)
     path.write_bytes(b'not an image at all')
-    with pytest.raises(ValueError, match='2007_001442.jpg cannot be decoded'):
-        VOC12(str(root)).read_image('2007_001442')
+    with pytest.raises(ValueError, match=image_id + '.jpg cannot be decoded'):
+        VOC12(str(root)).read_image(image_id)
 
 
 def test_missing_annotation_is_named(tmp_path):
     root = copy_voc_mini(tmp_path)
-    (root / 'Annotations' / '2009_005118.xml').unlink()
-    with pytest.raises(FileNotFoundError, match='2009_005118.xml'):
-        VOC12(str(root)).image_labels('2009_005118')
+    image_id = reference_ids('val')[0]
+    (root / 'Annotations' / (image_id + '.xml')).unlink()
+    with pytest.raises(FileNotFoundError, match=image_id + '.xml'):
+        VOC12(str(root)).image_labels(image_id)
 
 
 def test_decoding_matches_reference_reader():
@@ -149,11 +160,14 @@ def test_random_resize_long_range():
 
 def test_multiscale_inputs_are_pil_bicubic_and_flipped():
     source = VOC12(str(VOC_MINI))
-    item = MultiScaleDataset(source, ['2009_005118'], (1.0, 0.5, 1.5))[0]
-    img = source.read_image('2009_005118')
-    assert item['size'] == img.shape[:2]
+    image_id = reference_ids('val')[0]
+    scales = (1.0, 0.5, 1.5)
+    item = MultiScaleDataset(source, [image_id], scales)[0]
+    img = source.read_image(image_id)
+    height, width = img.shape[:2]
+    assert item['size'] == (height, width)
     shapes = [tuple(x.shape) for x in item['img']]
-    assert shapes == [(2, 3, 60, 60), (2, 3, 30, 30), (2, 3, 90, 90)]
+    assert shapes == [(2, 3, int(np.round(height * s)), int(np.round(width * s))) for s in scales]
     half = imutils.imagenet_normalize(imutils.pil_rescale(img, 0.5, 3)).transpose(2, 0, 1)
     np.testing.assert_array_equal(item['img'][1][0].numpy(), half)
     np.testing.assert_array_equal(item['img'][1][1].numpy(), half[:, :, ::-1])
