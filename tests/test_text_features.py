@@ -222,9 +222,14 @@ def test_cache_made_with_another_clip_is_refused(caches):
 
 def test_missing_vqa_entries_reported_up_front():
     results = load_results(str(VQA / 'voc_vqa_fg_mini.json'), set(TEXT_CLASS_NAMES))
-    pairs = [('2007_001442', 1), ('2007_001442', 7), ('1999_000001', 0)]
-    with pytest.raises(KeyError, match=r'no entry for 2 of the 3 .* 2007_001442/cat, '
-                                       r'1999_000001/aeroplane'):
+    image_id = sorted(results)[0]
+    present = TEXT_CLASS_NAMES.index(sorted(results[image_id])[0])
+    absent = next(c for c, name in enumerate(TEXT_CLASS_NAMES) if name not in results[image_id])
+    unknown = next('1999_%06d' % k for k in range(10 ** 6) if '1999_%06d' % k not in results)
+    pairs = [(image_id, present), (image_id, absent), (unknown, 0)]
+    expected = re.escape('%s/%s, %s/%s' % (image_id, TEXT_CLASS_NAMES[absent], unknown,
+                                           TEXT_CLASS_NAMES[0]))
+    with pytest.raises(KeyError, match=r'no entry for 2 of the 3 .* ' + expected):
         require_vqa_entries(results, results, pairs, TEXT_CLASS_NAMES, 'fg.json', 'bg.json')
 
 
