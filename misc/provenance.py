@@ -7,7 +7,7 @@ A record is a small JSON dict::
      "files": {flag: sha256 or null, ...},    # weights (and data files) read
      "upstream": {name: record or null, ...}} # records of the outputs consumed
 
-It is written atomically beside the outputs: ``<out_dir>/provenance.json``
+It is written atomically beside the outputs: ``<out_dir>.provenance.json``
 for a folder of per-image outputs (written before the first output, so every
 output in the folder was made under it), ``<weights>.provenance.json`` for
 trained weights (with the weights' own sha256, so a record that no longer
@@ -19,7 +19,9 @@ authors' weights or CAMs, ground truth).
 On a rerun the stage compares the recorded and the current record: outputs
 of the same record are reused, others are removed and redone with the
 differences logged, or, with ``--overwrite False``, the stage refuses and
-names them.
+names them. Outputs without any record (made by an older version, or copied
+in) cannot be checked: they are kept, with a warning, and the current record
+is written for them.
 """
 import hashlib
 import json
@@ -29,7 +31,6 @@ from misc import dist
 from misc.io import load_json, save_json
 from misc.logutil import get_logger
 
-RECORD_NAME = 'provenance.json'
 RECORD_SUFFIX = '.provenance.json'
 
 # The flags that change each stage's result (outputs, trained weights, numbers).
@@ -99,8 +100,13 @@ def stage_record(stage, args, lists=None, files=None, upstream=None):
 
 def folder_record(folder):
     """The record of a folder of per-image outputs (None when it has none)."""
-    path = os.path.join(folder, RECORD_NAME)
+    path = folder_record_path(folder)
     return load_json(path) if os.path.isfile(path) else None
+
+
+def folder_record_path(folder):
+    """``<folder>.provenance.json``: beside the folder, not among its outputs."""
+    return os.path.normpath(folder) + RECORD_SUFFIX
 
 
 def weights_record(path):
@@ -148,8 +154,6 @@ def _short(value):
 
 def describe(old, new, limit=6):
     """The differences between a recorded and the current record, for a message."""
-    if old is None:
-        return 'they have no provenance record (made by an older version or copied in)'
     diffs = differences(old, new)
     more = ' and %d more' % (len(diffs) - limit) if len(diffs) > limit else ''
     return '; '.join(diffs[:limit]) + more
@@ -176,44 +180,54 @@ def _outputs(folders, suffix):
 
 
 def claim_outputs(record, folders, suffix, overwrite):
-    """Make ``folders`` (the first one holds the record) hold only outputs of ``record``.
+    """Make ``folders`` (the first one's record covers them all) hold only outputs of
+    ``record``.
 
-    Outputs made under another record (or under none) are removed, with the
-    differences logged, before the record is written; with ``overwrite``
-    False every process refuses instead. Call on every process.
+    Outputs made under another record are removed, with the differences
+    logged, before the record is written; with ``overwrite`` False every
+    process refuses instead. Outputs without a record are kept (see the
+    module's docstring). Call on every process.
     """
     recorded = folder_record(folders[0])
-    stale = _outputs(folders, suffix) if recorded != record else []
+    existing = _outputs(folders, suffix) if recorded != record else []
+    stale = existing if recorded is not None else []
+    where = ', '.join(sorted(set(os.path.dirname(p) for p in existing)))
     if stale and not overwrite:
         raise ValueError('%s: %d files in %s were made from other inputs than this run\'s (%s); '
                          'with --overwrite False they are kept and the stage stops: rerun with '
                          'the same inputs, choose another output folder, or pass --overwrite '
-                         'True to redo them' % (record['stage'], len(stale), folders[0],
+                         'True to redo them' % (record['stage'], len(stale), where,
                                                 describe(recorded, record)))
     dist.barrier()                  # every process has read the old record
     if dist.is_main_process():
+        log = get_logger()
         if stale:
-            get_logger().warning('%s: %d files in %s were made with other weights or settings: '
-                                 'removed (%s)', record['stage'], len(stale), folders[0],
-                                 describe(recorded, record))
+            log.warning('%s: %d files in %s were made with other weights or settings: removed '
+                        '(%s)', record['stage'], len(stale), where, describe(recorded, record))
             for path in stale:
                 os.remove(path)
+        elif existing:
+            log.warning('WARNING: %s: %d files in %s have no provenance record (made by an older '
+                        'version or copied in): kept as outputs of this run\'s inputs; delete '
+                        'them to redo them', record['stage'], len(existing), where)
         if recorded != record:
-            save_json(os.path.join(folders[0], RECORD_NAME), record)
+            save_json(folder_record_path(folders[0]), record)
     dist.barrier()
 
 
 def claim_train_state(state_path, record, overwrite):
     """Resume the training state at ``state_path`` only if it was trained from ``record``.
 
-    A state of another record (or of none) is deleted, with the differences
-    logged, so that training starts over; with ``overwrite`` False every
-    process refuses instead. The record is written before any new state.
-    Call on every process, before loading the state.
+    A state of another record is deleted, with the differences logged, so
+    that training starts over; with ``overwrite`` False every process refuses
+    instead. A state without a record is resumed with a warning. The record
+    is written before any new state. Call on every process, before loading
+    the state.
     """
     record_path = state_path + RECORD_SUFFIX
     recorded = load_json(record_path) if os.path.isfile(record_path) else None
-    mismatch = os.path.isfile(state_path) and recorded != record
+    exists = os.path.isfile(state_path)
+    mismatch = exists and recorded is not None and recorded != record
     if mismatch and not overwrite:
         raise ValueError('%s: the training state %s was trained from other inputs than this '
                          'run\'s (%s); with --overwrite False it is not resumed and the stage '
@@ -222,11 +236,15 @@ def claim_train_state(state_path, record, overwrite):
                                                describe(recorded, record)))
     dist.barrier()                  # every process has read the old record
     if dist.is_main_process():
+        log = get_logger()
         if mismatch:
-            get_logger().warning('%s: not resuming %s, it was trained from other inputs (%s): '
-                                 'starting over', record['stage'], state_path,
-                                 describe(recorded, record))
+            log.warning('%s: not resuming %s, it was trained from other inputs (%s): starting '
+                        'over', record['stage'], state_path, describe(recorded, record))
             os.remove(state_path)
+        elif exists and recorded is None:
+            log.warning('WARNING: %s: the training state %s has no provenance record (saved by '
+                        'an older version): resumed as a state of this run\'s inputs; delete it '
+                        'to start over', record['stage'], state_path)
         if recorded != record:
             save_json(record_path, record)
     dist.barrier()

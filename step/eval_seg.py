@@ -8,7 +8,7 @@ a dense CRF (``--seg_crf True``, DeepLab's settings). Predictions are written
 per image and atomically (``<seg_out_dir>/`` without CRF, ``<seg_out_dir>_crf/``
 with it, ``<seg_out_dir>_color/`` the final one in the VOC palette), so a
 killed run resumes where it stopped (predictions made with other weights or
-inference settings, recorded in ``<seg_out_dir>/provenance.json``, are
+inference settings, recorded in ``<seg_out_dir>.provenance.json``, are
 removed and redone; :mod:`misc.provenance`); under torchrun every process predicts its
 own share of the images and the confusion matrices are summed over processes.
 ``work_space/eval_seg.json`` holds mIoU and per-class IoU (and the CRF
