@@ -104,6 +104,12 @@ def folder_record(folder):
     return load_json(path) if os.path.isfile(path) else None
 
 
+def cams_record(cam_files):
+    """The record of the CAMs a stage reads (:class:`misc.cam.CamFiles`); the authors'
+    imported ``.npy`` CAMs have none."""
+    return None if cam_files.import_reference else folder_record(cam_files.folder)
+
+
 def folder_record_path(folder):
     """``<folder>.provenance.json``: beside the folder, not among its outputs."""
     return os.path.normpath(folder) + RECORD_SUFFIX

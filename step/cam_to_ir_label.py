@@ -58,7 +58,7 @@ def run(args):
     cam_files, out_dir = CamFiles.from_args(args), in_work_space(args, args.ir_label_out_dir)
     cam_files.require(ids, args.train_list)
     record = provenance.stage_record('cam_to_ir_label', args,
-                                     upstream={'cams': provenance.folder_record(cam_files.folder)})
+                                     upstream={'cams': provenance.cams_record(cam_files)})
     provenance.claim_outputs(record, [out_dir], '.png', args.overwrite)
     todo, shard = pending_shard(ids, out_dir, '.png')
     log.info('cam_to_ir_label: %d images, %d done, %d in this process -> %s (fg %.2f, bg %.2f)',

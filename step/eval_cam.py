@@ -103,7 +103,7 @@ def run(args):
     sweep = accumulate(source, ids, cam_files, thresholds)
     result = summarise(source, sweep, thresholds, args, len(ids))
     result['provenance'] = provenance.lineage(provenance.stage_record(
-        'eval_cam', args, upstream={'cams': provenance.folder_record(cam_files.folder)}))
+        'eval_cam', args, upstream={'cams': provenance.cams_record(cam_files)}))
     out = os.path.join(args.work_space, 'eval_cam.json')
     save_json(out, result)
     log.info('eval_cam on %s (%d images), threshold %.2f:\n%s', args.chainer_eval_set, len(ids),

@@ -63,7 +63,7 @@ def run(args):
     model = load_weights(IRNet(), weights).to(device).eval()
     record = provenance.stage_record(
         'make_sem_seg', args, files={'irn_weights_name': weights},
-        upstream={'cams': provenance.folder_record(cam_files.folder),
+        upstream={'cams': provenance.cams_record(cam_files),
                   'irn_weights_name': provenance.weights_record(weights)})
     provenance.claim_outputs(record, [out_dir, out_dir + '_color'], '.png', args.overwrite)
     todo, shard = pending_shard(ids, out_dir, '.png')
