@@ -89,11 +89,18 @@ class IRNet(nn.Module):
         self.resnet50.eval()
         return self
 
-    def trainable_parameters(self):
-        """(edge branch parameters, displacement branch parameters)."""
+    def optimizer_groups(self, lr, weight_decay):
+        """The reference's SGD groups: the edge branch at ``lr``, the displacement
+        branch at 10 lr (IRNet's recipe), both with ``weight_decay``.
+
+        The frozen backbone is in no group. (The reference leaves
+        ``requires_grad`` on for it and relies on the detached stage outputs;
+        here it is off, as DDP needs every such parameter to get a gradient.)
+        """
         edge = [p for n, p in self.named_parameters() if n.startswith('fc_edge')]
         dp = [p for n, p in self.named_parameters() if n.startswith('fc_dp')]
-        return edge, dp
+        return [{'params': edge, 'lr': lr, 'weight_decay': weight_decay},
+                {'params': dp, 'lr': 10 * lr, 'weight_decay': weight_decay}]
 
 
 def edge_map(model, pair, stride=4):
@@ -155,14 +162,19 @@ class IRNetLoss(nn.Module):
 
 
 def irn_total_loss(losses, bg_pos, fg_pos, neg):
-    """``(pos + neg) / 2 + (dp_fg + dp_bg) / 2`` with the reference's label-weighted means."""
+    """``(pos + neg) / 2 + (dp_fg + dp_bg) / 2`` with the reference's label-weighted means.
+
+    Returns the terms ``bg_pos``, ``fg_pos``, ``pos`` (their mean), ``neg``,
+    ``dp_fg``, ``dp_bg`` and the total ``loss``.
+    """
     pos_aff, neg_aff, dp_fg, dp_bg = losses
     bg_pos_loss = (bg_pos * pos_aff).sum() / (bg_pos.sum() + 1e-5)
     fg_pos_loss = (fg_pos * pos_aff).sum() / (fg_pos.sum() + 1e-5)
     neg_loss = (neg * neg_aff).sum() / (neg.sum() + 1e-5)
     dp_fg_loss = (dp_fg * fg_pos.unsqueeze(1)).sum() / (2 * fg_pos.sum() + 1e-5)
     dp_bg_loss = (dp_bg * bg_pos.unsqueeze(1)).sum() / (2 * bg_pos.sum() + 1e-5)
-    terms = {'pos': bg_pos_loss / 2 + fg_pos_loss / 2, 'neg': neg_loss,
+    terms = {'bg_pos': bg_pos_loss, 'fg_pos': fg_pos_loss,
+             'pos': bg_pos_loss / 2 + fg_pos_loss / 2, 'neg': neg_loss,
              'dp_fg': dp_fg_loss, 'dp_bg': dp_bg_loss}
     terms['loss'] = (terms['pos'] + neg_loss) / 2 + (dp_fg_loss + dp_bg_loss) / 2
     return terms
