@@ -54,9 +54,9 @@ class IRNet(nn.Module):
         self.fc_edge6 = nn.Conv2d(160, 1, 1, bias=True)
         self.fc_dp1 = branch(64, 64, 8)
         self.fc_dp2 = branch(256, 128, 16)
-        self.fc_dp3 = branch(512, 256, 16, upsample=2)
-        self.fc_dp4 = branch(1024, 256, 16, upsample=4)
-        self.fc_dp5 = branch(2048, 256, 16, upsample=4)
+        self.fc_dp3 = branch(512, 256, 16)
+        self.fc_dp4 = branch(1024, 256, 16, upsample=2)
+        self.fc_dp5 = branch(2048, 256, 16, upsample=2)
         self.fc_dp6 = branch(768, 256, 16, upsample=2)
         self.fc_dp7 = nn.Sequential(nn.Conv2d(448, 256, 1, bias=False), nn.GroupNorm(16, 256),
                                     nn.ReLU(inplace=True), nn.Conv2d(256, 2, 1, bias=False))
@@ -78,8 +78,9 @@ class IRNet(nn.Module):
         h, w = x2.shape[2:]
         edge = torch.cat([self.fc_edge1(x1), self.fc_edge2(x2), self.fc_edge3(x3)[..., :h, :w],
                           self.fc_edge4(x4)[..., :h, :w], self.fc_edge5(x5)[..., :h, :w]], 1)
-        dp_up = torch.cat([self.fc_dp3(x3)[..., :h, :w], self.fc_dp4(x4)[..., :h, :w],
-                           self.fc_dp5(x5)[..., :h, :w]], 1)
+        dp3 = self.fc_dp3(x3)                         # stride 8: layer3/4 upsampled 2x to it
+        h3, w3 = dp3.shape[2:]
+        dp_up = torch.cat([dp3, self.fc_dp4(x4)[..., :h3, :w3], self.fc_dp5(x5)[..., :h3, :w3]], 1)
         dp = torch.cat([self.fc_dp1(x1), self.fc_dp2(x2), self.fc_dp6(dp_up)[..., :h, :w]], 1)
         return self.fc_edge6(edge), self.mean_shift(self.fc_dp7(dp))
 
