@@ -104,10 +104,8 @@ class AffinityDataset(Dataset):
 
     Augmentation as the reference: random rescale by one factor uniform in
     ``rescale`` (image bicubic, label nearest; None = off), normalisation,
-    joint flip, joint random crop (fill 0 / 255). Pair labels count the
-    source's background + classes as valid (VOC < 21, COCO < 81). Items:
-    ``img``, ``label`` (the cropped label map), ``reduced_label`` and the
-    three pair labels.
+    joint flip, joint random crop (fill 0 / 255). Items: ``img``, ``label``
+    (the cropped label map), ``reduced_label`` and the three pair labels.
     """
 
     def __init__(self, source, ids, label_dir, crop_size, path_index, rescale=(0.5, 1.5),
