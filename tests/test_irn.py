@@ -42,9 +42,8 @@ def test_backbone_is_frozen_and_stays_in_eval_mode():
     assert (edge['lr'], dp['lr']) == (0.1, 1.0)                  # displacement branch at 10x
     assert edge['weight_decay'] == dp['weight_decay'] == 1e-4
     names = {id(p): n for n, p in net.named_parameters()}
-    assert {names[id(p)].split('.')[0] for p in edge['params']} == {
-        'fc_edge%d' % i for i in range(1, 7)}
-    assert {names[id(p)].split('.')[0] for p in dp['params']} == {'fc_dp%d' % i for i in range(1, 8)}
+    modules = [{names[id(p)].split('.')[0] for p in g['params']} for g in (edge, dp)]
+    assert modules == [{'fc_edge%d' % i for i in range(1, 7)}, {'fc_dp%d' % i for i in range(1, 8)}]
     assert all(p.requires_grad for p in edge['params'] + dp['params'])
     assert not any(p.requires_grad for p in net.resnet50.parameters())
     out_edge, out_dp = net(torch.zeros(1, 3, 64, 64))
