@@ -38,8 +38,13 @@ def test_edge_map_matches_reference(irnet, image_id):
 def test_backbone_is_frozen_and_stays_in_eval_mode():
     net = IRNet().train()
     assert not net.resnet50.training and net.fc_edge1.training
-    edge, dp = net.trainable_parameters()
-    assert all(p.requires_grad for p in edge + dp)
+    edge, dp = net.optimizer_groups(0.1, 1e-4)
+    assert (edge['lr'], dp['lr']) == (0.1, 1.0)                  # displacement branch at 10x
+    assert edge['weight_decay'] == dp['weight_decay'] == 1e-4
+    names = {id(p): n for n, p in net.named_parameters()}
+    modules = [{names[id(p)].split('.')[0] for p in g['params']} for g in (edge, dp)]
+    assert modules == [{'fc_edge%d' % i for i in range(1, 7)}, {'fc_dp%d' % i for i in range(1, 8)}]
+    assert all(p.requires_grad for p in edge['params'] + dp['params'])
     assert not any(p.requires_grad for p in net.resnet50.parameters())
     out_edge, out_dp = net(torch.zeros(1, 3, 64, 64))
     assert out_edge.shape == (1, 1, 16, 16) and out_dp.shape == (1, 2, 16, 16)
