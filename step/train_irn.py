@@ -17,6 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from coco14 import protocol
 from data.loaders import AffinityDataset, ClassificationDataset
 from misc import dist
 from misc.logutil import get_logger
@@ -106,7 +107,8 @@ def estimate_mean_shift(irnet, source, args, device):
 
 def run(args):
     log = get_logger()
-    device, source, ids = prepare(args, args.train_list, seed=True)
+    device, source, listed = prepare(args, args.train_list, seed=True)
+    ids = protocol.cam_image_ids(args, listed)     # the images with confident regions
     check_rescale(args.irn_rescale)
     path_index = build_path_index(args)
     dataset = AffinityDataset(source, ids, in_work_space(args, args.ir_label_out_dir),
