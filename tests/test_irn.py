@@ -1,15 +1,17 @@
 """IRNet network: reference checkpoint layout and boundary maps of the fixtures."""
+import json
+
 import numpy as np
 import pytest
 import torch
 
-from conftest import REF, VOC_MINI
+from conftest import REF, VOC_MINI, reference_ids
 from data.loaders import multiscale_inputs
 from net.checkpoint import load_weights
 from net.resnet50_irn import IRNet, edge_map
 from voc12.devkit import VOC12
 
-IDS = ['2007_001442', '2008_003119', '2009_005118', '2011_009486', '2011_009504', '2012_004233']
+IDS = reference_ids('trainval')
 
 
 @pytest.fixture(scope='module')
@@ -19,7 +21,7 @@ def irnet(irn_reference_weights):
 
 def test_reference_layout_loads_without_aliases(irn_reference_weights, irnet):
     raw = torch.load(irn_reference_weights, weights_only=True)
-    assert len(raw) == 1056
+    assert len(raw) == len(json.loads((REF / 'layouts' / 'irn_state_dict.json').read_text()))
     assert torch.equal(irnet.mean_shift.running_mean, raw['fc_dp7.4.running_mean'])
     assert torch.equal(irnet.fc_edge6.weight, raw['edge_layers.5.weight'])
 

@@ -91,7 +91,8 @@ def test_evaluation_of_known_predictions(tmp_path):
                      '--seg_submission', 'True', '--eval_seg_pass', 'True'])
     result = json.loads((tmp_path / 'eval_seg.json').read_text())
     source = VOC12(str(VOC_MINI))
-    gts = [source.read_mask(i) for i in ('2009_005118', '2012_004233')]
+    val = source.ids('val')
+    gts = [source.read_mask(i) for i in val]
     valid = sum(int((g != 255).sum()) for g in gts)
     background = sum(int((g == 0).sum()) for g in gts)
     present = sorted(set(np.unique(np.concatenate([g.ravel() for g in gts]))) - {255})
@@ -99,8 +100,8 @@ def test_evaluation_of_known_predictions(tmp_path):
     for variant in ('plain', 'crf'):
         assert result[variant]['miou'] == pytest.approx(expected, rel=1e-9)
     submission = tmp_path / 'results' / 'VOC2012' / 'Segmentation' / 'comp6_test_cls'
-    assert sorted(os.listdir(submission)) == ['2009_005118.png', '2012_004233.png']
-    png = Image.open(submission / '2009_005118.png')
+    assert sorted(os.listdir(submission)) == sorted(i + '.png' for i in val)
+    png = Image.open(submission / (val[0] + '.png'))
     assert png.mode == 'P' and not np.asarray(png).any()
 
 
@@ -427,9 +428,10 @@ def test_eval_seg_redoes_stale_predictions_and_completes_the_submission(tmp_path
                               '--seg_submission', 'True'))
     log = (tmp_path / 'run.log').read_text()
     assert 'were made with other weights or settings: removed' in log
-    assert log.count('0 already predicted, 2 in this process') == 2      # both runs: all
+    val = VOC12(str(VOC_MINI)).ids('val')
+    assert log.count('0 already predicted, %d in this process' % len(val)) == 2   # both: all
     submission = tmp_path / 'results' / 'VOC2012' / 'Segmentation' / 'comp6_test_cls'
-    assert sorted(os.listdir(submission)) == ['2009_005118.png', '2012_004233.png']
+    assert sorted(os.listdir(submission)) == sorted(i + '.png' for i in val)
     assert json.loads((tmp_path / 'eval_seg.json').read_text())['flip'] is False
 
 
