@@ -41,6 +41,7 @@ def demo_arguments(out, voc_root, clip_file, opts, stages, cam_out_dir):
         '--chainer_eval_set', 'train', '--cam_out_dir', cam_out_dir,
         '--cam_batch_size', '8', '--cam_num_epoches', str(opts.epochs),
         '--cam_learning_rate', str(opts.lr), '--cam_crop_size', str(opts.crop),
+        '--cam_detach_early_stages', 'True',     # random backbone: all stages at lr 0.1 diverge
         '--cam_resize_long', '%d,%d' % (opts.crop * 3 // 4, opts.crop * 5 // 4),
         '--cam_scales', '1.0,0.5,1.5', '--eval_cam_best', 'True',
         '--clims_batch_size', '8', '--clims_num_epoches', str(opts.clims_epochs),

@@ -107,6 +107,9 @@ def build_parser():
     g.add_argument('--cam_crop_size', default=512, type=int)
     g.add_argument('--cam_resize_long', default=(320, 640), type=int_pair,
                    help='random long-side resize range "MIN,MAX"')
+    g.add_argument('--cam_detach_early_stages', default=False, type=str2bool,
+                   help='IRNet\'s baseline variant: detach the layer2 output and freeze '
+                        'layer1-2 (the authors train every stage but conv1/bn1)')
     g.add_argument('--fix_momentum_quirk', default=False, type=str2bool,
                    help='use SGD momentum 0.9 instead of the reference\'s effective 1e-4')
     g.add_argument('--cam_eval_thres', default=0.15, type=float)
@@ -225,9 +228,9 @@ def build_parser():
     g.add_argument('--irn_num_epoches', default=3, type=int)
     g.add_argument('--irn_learning_rate', default=0.1, type=float)
     g.add_argument('--irn_weight_decay', default=1e-4, type=float)
-    g.add_argument('--irn_rescale', default=(0.5, 1.0), type=float_tuple,
-                   help='random rescale range; the reference passes (0.5, 1.0, 1.5) and '
-                        'uses its first two values')
+    g.add_argument('--irn_rescale', default=(0.5, 1.5), type=float_tuple,
+                   help='random rescale factor drawn uniformly in "MIN,MAX" (the reference '
+                        'passes (0.5, 1.5); IRNet\'s own (0.5, 1.0, 1.5) means 0.5,1.0)')
     g.add_argument('--beta', default=10, type=float)
     g.add_argument('--exp_times', default=8, type=int,
                    help='the random walk takes 2^exp_times steps')

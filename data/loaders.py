@@ -102,11 +102,13 @@ class AffinityDataset(Dataset):
     reduced by 4 (nearest) and the pair labels of ``path_index`` (classes
     0..n_classes of the source, e.g. < 81 on COCO; 255 ignored).
 
-    Augmentation as the reference: random rescale (image bicubic, label
-    nearest), normalisation, joint flip, joint random crop (fill 0 / 255).
+    Augmentation as the reference: random rescale by one factor uniform in
+    ``rescale`` (image bicubic, label nearest; None = off), normalisation,
+    joint flip, joint random crop (fill 0 / 255). Items: ``img``, ``label``
+    (the cropped label map), ``reduced_label`` and the three pair labels.
     """
 
-    def __init__(self, source, ids, label_dir, crop_size, path_index, rescale=(0.5, 1.0),
+    def __init__(self, source, ids, label_dir, crop_size, path_index, rescale=(0.5, 1.5),
                  hor_flip=True):
         self.source = source
         self.ids = list(ids)
@@ -135,6 +137,8 @@ class AffinityDataset(Dataset):
                                               self.source.n_classes + 1)
         return {'name': image_id,
                 'img': torch.from_numpy(np.ascontiguousarray(imutils.hwc_to_chw(img))),
+                'label': torch.from_numpy(np.ascontiguousarray(label)),
+                'reduced_label': torch.from_numpy(np.array(reduced)),
                 'aff_bg_pos_label': torch.from_numpy(bg_pos),
                 'aff_fg_pos_label': torch.from_numpy(fg_pos),
                 'aff_neg_label': torch.from_numpy(neg)}

@@ -48,26 +48,39 @@ def random_lr_flip(img):
     return img
 
 
-def random_crop_box(imgsize, cropsize):
-    """Random crop window of a square ``cropsize`` container over an image.
+def random_crop_offsets(imgsize, cropsize):
+    """The random draws of a crop window: (oy, ox), each uniform in 0..|side - cropsize|.
+
+    On an axis where the image is larger than the crop the draw is the image
+    offset, otherwise the container offset. x is drawn before y, as in the
+    reference ``get_random_crop_box`` (same random stream).
+    """
+    h, w = imgsize
+    ox = random.randrange(abs(w - cropsize) + 1)
+    oy = random.randrange(abs(h - cropsize) + 1)
+    return oy, ox
+
+
+def crop_box(imgsize, cropsize, oy, ox):
+    """Window of a square ``cropsize`` container over an image at offsets (oy, ox).
 
     Returns (cont_top, cont_bottom, cont_left, cont_right, img_top,
-    img_bottom, img_left, img_right): where the image window lands in the
-    container. A side shorter than the crop is placed at a random offset.
+    img_bottom, img_left, img_right): ``cont[b0:b1, b2:b3] = img[b4:b5, b6:b7]``.
+    An offset moves the image window on an axis where the image is larger than
+    the crop, and the container window otherwise.
     """
     h, w = imgsize
     ch, cw = min(cropsize, h), min(cropsize, w)
-    w_space, h_space = w - cropsize, h - cropsize
-    if w_space > 0:
-        cont_left, img_left = 0, random.randrange(w_space + 1)
-    else:
-        cont_left, img_left = random.randrange(-w_space + 1), 0
-    if h_space > 0:
-        cont_top, img_top = 0, random.randrange(h_space + 1)
-    else:
-        cont_top, img_top = random.randrange(-h_space + 1), 0
+    cont_left, img_left = (0, ox) if w > cropsize else (ox, 0)
+    cont_top, img_top = (0, oy) if h > cropsize else (oy, 0)
     return (cont_top, cont_top + ch, cont_left, cont_left + cw,
             img_top, img_top + ch, img_left, img_left + cw)
+
+
+def random_crop_box(imgsize, cropsize):
+    """Random crop window (see :func:`crop_box`); a side shorter than the crop is
+    placed at a random offset in the container."""
+    return crop_box(imgsize, cropsize, *random_crop_offsets(imgsize, cropsize))
 
 
 def crop_into(img, box, cropsize, fill):
@@ -89,10 +102,12 @@ def random_crop_pair(img, label, cropsize, fills=(0, 255)):
 
 
 def random_scale_pair(img, label, scale_range):
-    """Rescale image (bicubic) and label (nearest) by one factor uniform in the range.
+    """Rescale image (bicubic) and label (nearest) by one factor uniform in
+    [scale_range[0], scale_range[1]].
 
-    Only the first two values of ``scale_range`` are used, as in the
-    reference (IRNet passes (0.5, 1.0, 1.5), i.e. scales in [0.5, 1.0]).
+    As the reference ``random_scale``, only the first two values are read:
+    QA-CLIMS's train_irn passes (0.5, 1.5), i.e. factors in [0.5, 1.5] (the
+    (0.5, 1.0, 1.5) of IRNet's own train_irn gives [0.5, 1.0]).
     """
     scale = scale_range[0] + random.random() * (scale_range[1] - scale_range[0])
     return pil_rescale(img, scale, 3), pil_rescale(label, scale, 0)

@@ -74,16 +74,19 @@ class PathIndex:
         return path_indices, src, dst
 
 
-def affinity_labels(label, src_indices, dst_indices, n_classes=21):
-    """Pair labels from a reduced label map (255 = ignore, values >= n_classes invalid).
+def affinity_labels(label, src_indices, dst_indices, n_labels):
+    """Pair labels from a reduced label map (values 0..n_labels-1 valid, others ignored).
 
-    Returns float32 (bg_pos, fg_pos, neg) [n_dirs, n_src]: both ends background;
-    both the same foreground class; different valid labels.
+    ``n_labels`` = background + the dataset's classes (VOC 21, COCO 81); 255
+    (uncertain) and any value >= n_labels is ignored, as the reference's
+    ``GetAffinityLabelFromIndices`` (which hard-codes 21 for VOC, 81 for COCO).
+    Returns float32 (bg_pos, fg_pos, neg) [n_dirs, n_src]: both ends
+    background; both the same foreground class; different valid labels.
     """
     flat = np.reshape(label, -1)
     src = np.expand_dims(flat[src_indices], 0)
     dst = flat[dst_indices]
-    src_valid, dst_valid = src < n_classes, dst < n_classes
+    src_valid, dst_valid = src < n_labels, dst < n_labels
     valid = src_valid & dst_valid
     same = src == dst
     bg_pos = (same & (src == 0) & valid).astype(np.float32)

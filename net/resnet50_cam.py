@@ -46,23 +46,42 @@ class ResNet50Classifier(nn.Module):
 class Net(ResNet50Classifier):
     """Baseline CAM classifier: global average pooling, logits [N, n_classes].
 
-    As in the reference, layer1-layer2 get no gradient (their output is
-    detached); their parameters are therefore marked frozen.
+    The authors' ``net/resnet50_cam.Net``: no stage output is detached and
+    only conv1/bn1 are frozen, so layer1-4 (convolutions and the affine
+    BatchNorm parameters) all train. ``detach_early_stages=True`` is IRNet's
+    variant instead: the layer2 output is detached, so layer1-2 get no
+    gradient and are marked frozen (``--cam_detach_early_stages``).
     """
 
     norm_layer = FixedBatchNorm
 
-    def __init__(self, n_classes=20):
+    def __init__(self, n_classes=20, detach_early_stages=False):
         super().__init__(n_classes)
-        for p in list(self.resnet50.layer1.parameters()) + list(self.resnet50.layer2.parameters()):
-            p.requires_grad = False
+        self.detach_early_stages = detach_early_stages
+        if detach_early_stages:
+            self.resnet50.layer1.requires_grad_(False)
+            self.resnet50.layer2.requires_grad_(False)
 
     def forward(self, x):
         r = self.resnet50
-        x = r.layer2(self.stage1(x)).detach()
+        x = r.layer2(self.stage1(x))
+        if self.detach_early_stages:
+            x = x.detach()
         x = r.layer4(r.layer3(x))
         x = x.mean(dim=(2, 3), keepdim=True)
         return self.classifier(x).view(-1, self.n_classes)
+
+    def optimizer_groups(self, lr, weight_decay):
+        """The reference's SGD groups: every backbone tensor at ``lr``, the classifier at 10 lr.
+
+        The authors build the groups before ``train()`` freezes conv1/bn1, so
+        group 0 holds ALL backbone tensors, the frozen ones included: they get
+        no gradient and SGD leaves them unchanged.
+        """
+        return [{'params': list(self.resnet50.parameters()), 'lr': lr,
+                 'weight_decay': weight_decay},
+                {'params': list(self.classifier.parameters()), 'lr': 10 * lr,
+                 'weight_decay': weight_decay}]
 
 
 def flip_fused_cam(model, pair):

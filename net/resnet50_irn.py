@@ -54,9 +54,9 @@ class IRNet(nn.Module):
         self.fc_edge6 = nn.Conv2d(160, 1, 1, bias=True)
         self.fc_dp1 = branch(64, 64, 8)
         self.fc_dp2 = branch(256, 128, 16)
-        self.fc_dp3 = branch(512, 256, 16, upsample=2)
-        self.fc_dp4 = branch(1024, 256, 16, upsample=4)
-        self.fc_dp5 = branch(2048, 256, 16, upsample=4)
+        self.fc_dp3 = branch(512, 256, 16)
+        self.fc_dp4 = branch(1024, 256, 16, upsample=2)
+        self.fc_dp5 = branch(2048, 256, 16, upsample=2)
         self.fc_dp6 = branch(768, 256, 16, upsample=2)
         self.fc_dp7 = nn.Sequential(nn.Conv2d(448, 256, 1, bias=False), nn.GroupNorm(16, 256),
                                     nn.ReLU(inplace=True), nn.Conv2d(256, 2, 1, bias=False))
@@ -78,8 +78,9 @@ class IRNet(nn.Module):
         h, w = x2.shape[2:]
         edge = torch.cat([self.fc_edge1(x1), self.fc_edge2(x2), self.fc_edge3(x3)[..., :h, :w],
                           self.fc_edge4(x4)[..., :h, :w], self.fc_edge5(x5)[..., :h, :w]], 1)
-        dp_up = torch.cat([self.fc_dp3(x3)[..., :h, :w], self.fc_dp4(x4)[..., :h, :w],
-                           self.fc_dp5(x5)[..., :h, :w]], 1)
+        dp3 = self.fc_dp3(x3)                         # stride 8: layer3/4 upsampled 2x to it
+        h3, w3 = dp3.shape[2:]
+        dp_up = torch.cat([dp3, self.fc_dp4(x4)[..., :h3, :w3], self.fc_dp5(x5)[..., :h3, :w3]], 1)
         dp = torch.cat([self.fc_dp1(x1), self.fc_dp2(x2), self.fc_dp6(dp_up)[..., :h, :w]], 1)
         return self.fc_edge6(edge), self.mean_shift(self.fc_dp7(dp))
 
@@ -89,11 +90,18 @@ class IRNet(nn.Module):
         self.resnet50.eval()
         return self
 
-    def trainable_parameters(self):
-        """(edge branch parameters, displacement branch parameters)."""
+    def optimizer_groups(self, lr, weight_decay):
+        """The reference's SGD groups: the edge branch at ``lr``, the displacement
+        branch at 10 lr (IRNet's recipe), both with ``weight_decay``.
+
+        The frozen backbone is in no group. (The reference leaves
+        ``requires_grad`` on for it and relies on the detached stage outputs;
+        here it is off, as DDP needs every such parameter to get a gradient.)
+        """
         edge = [p for n, p in self.named_parameters() if n.startswith('fc_edge')]
         dp = [p for n, p in self.named_parameters() if n.startswith('fc_dp')]
-        return edge, dp
+        return [{'params': edge, 'lr': lr, 'weight_decay': weight_decay},
+                {'params': dp, 'lr': 10 * lr, 'weight_decay': weight_decay}]
 
 
 def edge_map(model, pair, stride=4):
@@ -155,14 +163,19 @@ class IRNetLoss(nn.Module):
 
 
 def irn_total_loss(losses, bg_pos, fg_pos, neg):
-    """``(pos + neg) / 2 + (dp_fg + dp_bg) / 2`` with the reference's label-weighted means."""
+    """``(pos + neg) / 2 + (dp_fg + dp_bg) / 2`` with the reference's label-weighted means.
+
+    Returns the terms ``bg_pos``, ``fg_pos``, ``pos`` (their mean), ``neg``,
+    ``dp_fg``, ``dp_bg`` and the total ``loss``.
+    """
     pos_aff, neg_aff, dp_fg, dp_bg = losses
     bg_pos_loss = (bg_pos * pos_aff).sum() / (bg_pos.sum() + 1e-5)
     fg_pos_loss = (fg_pos * pos_aff).sum() / (fg_pos.sum() + 1e-5)
     neg_loss = (neg * neg_aff).sum() / (neg.sum() + 1e-5)
     dp_fg_loss = (dp_fg * fg_pos.unsqueeze(1)).sum() / (2 * fg_pos.sum() + 1e-5)
     dp_bg_loss = (dp_bg * bg_pos.unsqueeze(1)).sum() / (2 * bg_pos.sum() + 1e-5)
-    terms = {'pos': bg_pos_loss / 2 + fg_pos_loss / 2, 'neg': neg_loss,
+    terms = {'bg_pos': bg_pos_loss, 'fg_pos': fg_pos_loss,
+             'pos': bg_pos_loss / 2 + fg_pos_loss / 2, 'neg': neg_loss,
              'dp_fg': dp_fg_loss, 'dp_bg': dp_bg_loss}
     terms['loss'] = (terms['pos'] + neg_loss) / 2 + (dp_fg_loss + dp_bg_loss) / 2
     return terms

@@ -1,10 +1,13 @@
 """Baseline CAM network training (METHOD.md stage 3).
 
-Multilabel soft-margin loss on globally pooled logits; SGD with the
-reference's effective settings (see :func:`misc.torchutils.reference_poly_sgd`),
-lr for the classifier 10x. Saves a resumable training state after every
-epoch and the final weights as safetensors. Under torchrun it runs DDP with
-``--cam_batch_size`` as the global batch.
+The authors' recipe: ``net.resnet50_cam.Net`` (only conv1/bn1 frozen, no
+stage detached; ``--cam_detach_early_stages True`` for IRNet's variant),
+multilabel soft-margin loss on globally pooled logits, SGD with the
+reference's effective settings (see :func:`misc.torchutils.reference_poly_sgd`)
+over all backbone tensors at the lr and the classifier at 10x. Saves a
+resumable training state after every epoch and the final weights as
+safetensors. Under torchrun it runs DDP with ``--cam_batch_size`` as the
+global batch.
 """
 import torch
 import torch.nn.functional as F
@@ -24,19 +27,49 @@ from net.resnet50 import estimate_batchnorm_statistics, load_imagenet_weights
 from net.resnet50_cam import Net
 
 
-def build_model(args, dataset, device):
-    """Baseline network from ImageNet weights, or random init with data-estimated BN statistics."""
-    model = Net(dataset.source.n_classes).to(device)
+def build_training(args, n_classes, max_step, device):
+    """(model, optimizer, scheduler) of the recipe, the model in training mode.
+
+    Random initial weights: :func:`initialise_weights` (or a test) loads
+    weights into the same tensors in place afterwards.
+    """
+    model = Net(n_classes, detach_early_stages=args.cam_detach_early_stages).to(device)
+    optimizer, scheduler = reference_poly_sgd(
+        model.optimizer_groups(args.cam_learning_rate, args.cam_weight_decay),
+        args.cam_weight_decay, max_step, fix_momentum_quirk=args.fix_momentum_quirk)
+    return model.train(), optimizer, scheduler
+
+
+def initialise_weights(model, args, dataset, device):
+    """ImageNet backbone weights, or (random backbone) BN statistics estimated on the data."""
     if args.imagenet_weights:
         load_imagenet_weights(model.resnet50, args.imagenet_weights)
-        return model
+        return
     get_logger().warning('WARNING: no --imagenet_weights given: the backbone starts from a '
                          'random initialisation with BatchNorm statistics estimated on the '
                          'training images (fine for the demo and tests, not for reproducing '
                          'the paper)')
     loader = DataLoader(dataset, batch_size=min(len(dataset), 16), shuffle=False)
     estimate_batchnorm_statistics(model, (pack['img'].to(device) for pack in loader))
-    return model
+
+
+def batch_loss(net, pack, device, amp=False):
+    """(logits [N, n_classes], multilabel soft-margin loss) of a batch."""
+    with autocast_context(device, amp):
+        logits = net(pack['img'].to(device, non_blocking=True))
+        loss = F.multilabel_soft_margin_loss(logits.float(), pack['label'].to(device))
+    return logits, loss
+
+
+def train_step(net, pack, optimizer, scheduler, scaler, device, amp=False):
+    """One SGD step on a batch; returns (logits, loss). The gradients stay in ``.grad``."""
+    logits, loss = batch_loss(net, pack, device, amp)
+    optimizer.zero_grad()
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    scheduler.step()
+    return logits, loss
 
 
 def validate(model, dataset, args, device):
@@ -67,12 +100,8 @@ def run(args):
                          % (args.train_list, len(dataset), args.cam_batch_size))
     max_step = steps_per_epoch * args.cam_num_epoches
 
-    model = build_model(args, dataset, device)
-    backbone, head = model.trainable_parameters()
-    optimizer, scheduler = reference_poly_sgd(
-        [{'params': backbone, 'lr': args.cam_learning_rate},
-         {'params': head, 'lr': 10 * args.cam_learning_rate}],
-        args.cam_weight_decay, max_step, fix_momentum_quirk=args.fix_momentum_quirk)
+    model, optimizer, scheduler = build_training(args, source.n_classes, max_step, device)
+    initialise_weights(model, args, dataset, device)
     weights_path = cam_weights_path(args)
     state_path = train_state_path(weights_path)
     record = provenance.stage_record(
@@ -96,14 +125,7 @@ def run(args):
         bar = tqdm(loader, desc='train_cam %d/%d' % (epoch + 1, args.cam_num_epoches),
                    disable=not dist.is_main_process(), dynamic_ncols=True)
         for pack in bar:
-            with autocast_context(device, args.amp):
-                x = net(pack['img'].to(device, non_blocking=True))
-                loss = F.multilabel_soft_margin_loss(x.float(), pack['label'].to(device))
-            optimizer.zero_grad()
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
+            _, loss = train_step(net, pack, optimizer, scheduler, scaler, device, args.amp)
             bar.set_postfix(loss='%.4f' % loss.item(), lr='%.2e' % scheduler.get_last_lr()[0])
         msg = 'train_cam epoch %d: last loss %.4f' % (epoch + 1, loss.item())
         if val_dataset is not None:

@@ -4,15 +4,20 @@ The frozen ResNet-50 of IRNet starts, as in the reference, from ImageNet
 weights (``--imagenet_weights``), or from the backbone of a CAM-network
 checkpoint (``--irn_backbone_weights``, e.g. res50_cam.pth); the edge and
 displacement branches learn from the confident regions of
-``cam_to_ir_label``. After training the mean displacement over
-``--infer_list`` is stored in ``mean_shift``. A resumable state is saved
-after every epoch; DDP under torchrun.
+``cam_to_ir_label``. The authors' recipe: pairs within radius 10 on the
+stride-4 grid of the ``--irn_crop_size`` crop, random rescale in
+``--irn_rescale`` (0.5..1.5), flip, SGD with the reference's effective
+settings (see :func:`misc.torchutils.reference_poly_sgd`), the edge branch at
+the lr and the displacement branch at 10x. After training the mean
+displacement over ``--infer_list`` is stored in ``mean_shift``. A resumable
+state is saved after every epoch; DDP under torchrun.
 """
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from coco14 import protocol
 from data.loaders import AffinityDataset, ClassificationDataset
 from misc import dist, provenance
 from misc.logutil import get_logger
@@ -27,8 +32,35 @@ from net.resnet50 import load_imagenet_weights
 from net.resnet50_irn import IRNet, IRNetLoss, irn_total_loss
 
 
-def build_irnet(args):
+def build_path_index(args):
+    """Pairs within radius 10 on the stride-4 grid of the training crop."""
+    return PathIndex(radius=10, default_size=(args.irn_crop_size // 4, args.irn_crop_size // 4))
+
+
+def check_rescale(rescale):
+    """``--irn_rescale`` is empty (no rescaling) or MIN,MAX with 0 < MIN <= MAX."""
+    if rescale and (len(rescale) != 2 or not 0 < rescale[0] <= rescale[1]):
+        raise ValueError('--irn_rescale %s: give MIN,MAX with 0 < MIN <= MAX (the reference: '
+                         '0.5,1.5; IRNet\'s (0.5, 1.0, 1.5) draws in 0.5,1.0), or "" for no '
+                         'rescaling' % ','.join('%g' % v for v in rescale))
+
+
+def build_training(args, path_index, max_step, device):
+    """(IRNetLoss model, optimizer, scheduler) of the recipe, the model in training mode.
+
+    Random initial weights: :func:`initialise_backbone` (or a test) loads
+    weights into the same tensors in place afterwards.
+    """
     irnet = IRNet()
+    model = IRNetLoss(irnet, path_index).to(device)
+    optimizer, scheduler = reference_poly_sgd(
+        irnet.optimizer_groups(args.irn_learning_rate, args.irn_weight_decay),
+        args.irn_weight_decay, max_step, fix_momentum_quirk=args.fix_momentum_quirk)
+    return model.train(), optimizer, scheduler
+
+
+def initialise_backbone(irnet, args):
+    """The frozen backbone from a CAM checkpoint or ImageNet weights (random otherwise)."""
     if args.irn_backbone_weights:
         load_backbone(irnet.resnet50, in_work_space(args, args.irn_backbone_weights))
     elif args.imagenet_weights:
@@ -36,7 +68,25 @@ def build_irnet(args):
     else:
         get_logger().warning('WARNING: no --imagenet_weights given: the frozen IRNet backbone '
                              'is random (fine for the demo and tests, not for the paper)')
-    return irnet
+
+
+def batch_losses(net, pack, device, amp=False):
+    """(per-pair loss maps of :class:`IRNetLoss`, terms of :func:`irn_total_loss`) of a batch."""
+    with autocast_context(device, amp):
+        maps = [t.float() for t in net(pack['img'].to(device, non_blocking=True))]
+    terms = irn_total_loss(maps, *(pack[k].to(device) for k in (
+        'aff_bg_pos_label', 'aff_fg_pos_label', 'aff_neg_label')))
+    return maps, terms
+
+
+def train_step(net, pack, optimizer, scheduler, device, amp=False):
+    """One SGD step on a batch; returns (loss maps, terms). The gradients stay in ``.grad``."""
+    maps, terms = batch_losses(net, pack, device, amp)
+    optimizer.zero_grad()
+    terms['loss'].backward()
+    optimizer.step()
+    scheduler.step()
+    return maps, terms
 
 
 def estimate_mean_shift(irnet, source, args, device):
@@ -57,9 +107,10 @@ def estimate_mean_shift(irnet, source, args, device):
 
 def run(args):
     log = get_logger()
-    device, source, ids = prepare(args, args.train_list, seed=True)
-    path_index = PathIndex(radius=10, default_size=(args.irn_crop_size // 4,
-                                                     args.irn_crop_size // 4))
+    device, source, listed = prepare(args, args.train_list, seed=True)
+    ids = protocol.cam_image_ids(args, listed)     # the images with confident regions
+    check_rescale(args.irn_rescale)
+    path_index = build_path_index(args)
     dataset = AffinityDataset(source, ids, in_work_space(args, args.ir_label_out_dir),
                               args.irn_crop_size, path_index, rescale=args.irn_rescale)
     batch = per_rank_batch(args.irn_batch_size, '--irn_batch_size')
@@ -67,14 +118,10 @@ def run(args):
     if steps_per_epoch == 0:
         raise ValueError('%s has %d images, fewer than one batch of %d'
                          % (args.train_list, len(dataset), args.irn_batch_size))
-    irnet = build_irnet(args)
-    model = IRNetLoss(irnet, path_index).to(device)
-    edge_params, dp_params = irnet.trainable_parameters()
-    optimizer, scheduler = reference_poly_sgd(
-        [{'params': edge_params, 'lr': args.irn_learning_rate},
-         {'params': dp_params, 'lr': args.irn_learning_rate}],
-        args.irn_weight_decay, steps_per_epoch * args.irn_num_epoches,
-        fix_momentum_quirk=args.fix_momentum_quirk)
+    model, optimizer, scheduler = build_training(args, path_index,
+                                                 steps_per_epoch * args.irn_num_epoches, device)
+    irnet = model.irnet
+    initialise_backbone(irnet, args)
     weights_path = in_work_space(args, args.irn_weights_name)
     state_path = train_state_path(weights_path)
     backbone = ({'irn_backbone_weights': in_work_space(args, args.irn_backbone_weights)}
@@ -97,14 +144,7 @@ def run(args):
                    desc='train_irn %d/%d' % (epoch + 1, args.irn_num_epoches),
                    disable=not dist.is_main_process(), dynamic_ncols=True)
         for pack in bar:
-            with autocast_context(device, args.amp):
-                losses = [t.float() for t in net(pack['img'].to(device, non_blocking=True))]
-            terms = irn_total_loss(losses, *(pack[k].to(device) for k in (
-                'aff_bg_pos_label', 'aff_fg_pos_label', 'aff_neg_label')))
-            optimizer.zero_grad()
-            terms['loss'].backward()
-            optimizer.step()
-            scheduler.step()
+            _, terms = train_step(net, pack, optimizer, scheduler, device, args.amp)
             bar.set_postfix({k: '%.4f' % v.item() for k, v in terms.items()})
         log.info('train_irn epoch %d: %s', epoch + 1,
                  ', '.join('%s %.4f' % (k, v.item()) for k, v in terms.items()))

@@ -96,7 +96,7 @@ def test_output_stride_16_and_trainable_parts():
     assert feats.shape == (1, 2048, 4, 6)
     backbone, head = net.trainable_parameters()
     assert not net.resnet50.conv1.weight.requires_grad
-    assert not net.resnet50.layer2[0].conv1.weight.requires_grad    # detached in the reference
+    assert net.resnet50.layer2[0].conv1.weight.requires_grad        # the authors' Net detaches none
     assert net.resnet50.layer3[0].bn1.weight.requires_grad           # frozen stats, trainable affine
     assert head == [net.classifier.weight]
     clims = CLIMS()

@@ -1,15 +1,17 @@
 """IRNet network: reference checkpoint layout and boundary maps of the fixtures."""
+import json
+
 import numpy as np
 import pytest
 import torch
 
-from conftest import REF, VOC_MINI
+from conftest import REF, VOC_MINI, reference_ids
 from data.loaders import multiscale_inputs
 from net.checkpoint import load_weights
 from net.resnet50_irn import IRNet, edge_map
 from voc12.devkit import VOC12
 
-IDS = ['2007_001442', '2008_003119', '2009_005118', '2011_009486', '2011_009504', '2012_004233']
+IDS = reference_ids('trainval')
 
 
 @pytest.fixture(scope='module')
@@ -19,7 +21,7 @@ def irnet(irn_reference_weights):
 
 def test_reference_layout_loads_without_aliases(irn_reference_weights, irnet):
     raw = torch.load(irn_reference_weights, weights_only=True)
-    assert len(raw) == 1056
+    assert len(raw) == len(json.loads((REF / 'layouts' / 'irn_state_dict.json').read_text()))
     assert torch.equal(irnet.mean_shift.running_mean, raw['fc_dp7.4.running_mean'])
     assert torch.equal(irnet.fc_edge6.weight, raw['edge_layers.5.weight'])
 
@@ -38,8 +40,13 @@ def test_edge_map_matches_reference(irnet, image_id):
 def test_backbone_is_frozen_and_stays_in_eval_mode():
     net = IRNet().train()
     assert not net.resnet50.training and net.fc_edge1.training
-    edge, dp = net.trainable_parameters()
-    assert all(p.requires_grad for p in edge + dp)
+    edge, dp = net.optimizer_groups(0.1, 1e-4)
+    assert (edge['lr'], dp['lr']) == (0.1, 1.0)                  # displacement branch at 10x
+    assert edge['weight_decay'] == dp['weight_decay'] == 1e-4
+    names = {id(p): n for n, p in net.named_parameters()}
+    modules = [{names[id(p)].split('.')[0] for p in g['params']} for g in (edge, dp)]
+    assert modules == [{'fc_edge%d' % i for i in range(1, 7)}, {'fc_dp%d' % i for i in range(1, 8)}]
+    assert all(p.requires_grad for p in edge['params'] + dp['params'])
     assert not any(p.requires_grad for p in net.resnet50.parameters())
     out_edge, out_dp = net(torch.zeros(1, 3, 64, 64))
     assert out_edge.shape == (1, 1, 16, 16) and out_dp.shape == (1, 2, 16, 16)

@@ -316,7 +316,24 @@ def test_eval_cam_reference_protocol(tmp_path, coco, small_protocol):
                                          rel=1e-12)
 
 
-def test_cam_stages_reference_protocol(tmp_path, coco, small_protocol):
+class _DatasetBuilt(Exception):
+    pass
+
+
+def irn_training_images(coco, work_space, monkeypatch):
+    """The ids train_irn builds its affinity dataset from (the stage stops there)."""
+    import step.train_irn
+
+    def capture(source, ids, *args, **kwargs):
+        raise _DatasetBuilt(sorted(ids))
+    monkeypatch.setattr(step.train_irn, 'AffinityDataset', capture)
+    with pytest.raises(_DatasetBuilt) as built:
+        coco_sample(coco, work_space, '--train_list', 'train', '--irn_crop_size', '96',
+                    '--train_irn_pass', 'True')
+    return built.value.args[0]
+
+
+def test_cam_stages_reference_protocol(tmp_path, coco, small_protocol, monkeypatch):
     source = COCO14(str(coco))
     made = sorted(source.ids('train'))[:4]
     weights = tmp_path / 'cam.safetensors'
@@ -326,6 +343,7 @@ def test_cam_stages_reference_protocol(tmp_path, coco, small_protocol):
                 '--cam_scales', '1.0', '--make_cam_pass', 'True', '--cam_to_ir_label_pass', 'True')
     assert sorted(os.listdir(tmp_path / 'cams')) == [i + '.npz' for i in made]
     assert sorted(os.listdir(tmp_path / 'ir_label')) == [i + '.png' for i in made]
+    assert irn_training_images(coco, tmp_path, monkeypatch) == made
     for image_id in made:
         save_png(str(tmp_path / 'sem_seg' / (image_id + '.png')), source.read_mask(image_id))
     coco_sample(coco, tmp_path, '--chainer_eval_set', 'train', '--eval_sem_seg_pass', 'True')

@@ -17,7 +17,8 @@ from conftest import REF, VOC_MINI, run_sample_cmd
 from data.loaders import SegmentationTrainDataset
 from net.checkpoint import save_weights
 from net.deeplab import ARCHITECTURES, DeepLabV2, build_segmentation_model
-from net.resnet50 import estimate_batchnorm_statistics
+from net.resnet50 import FixedBatchNorm, estimate_batchnorm_statistics
+from step.train_seg import optimizer_for, train_iteration
 from voc12.devkit import VOC12
 
 
@@ -90,7 +91,8 @@ def test_evaluation_of_known_predictions(tmp_path):
                      '--seg_submission', 'True', '--eval_seg_pass', 'True'])
     result = json.loads((tmp_path / 'eval_seg.json').read_text())
     source = VOC12(str(VOC_MINI))
-    gts = [source.read_mask(i) for i in ('2009_005118', '2012_004233')]
+    val = source.ids('val')
+    gts = [source.read_mask(i) for i in val]
     valid = sum(int((g != 255).sum()) for g in gts)
     background = sum(int((g == 0).sum()) for g in gts)
     present = sorted(set(np.unique(np.concatenate([g.ravel() for g in gts]))) - {255})
@@ -98,8 +100,8 @@ def test_evaluation_of_known_predictions(tmp_path):
     for variant in ('plain', 'crf'):
         assert result[variant]['miou'] == pytest.approx(expected, rel=1e-9)
     submission = tmp_path / 'results' / 'VOC2012' / 'Segmentation' / 'comp6_test_cls'
-    assert sorted(os.listdir(submission)) == ['2009_005118.png', '2012_004233.png']
-    png = Image.open(submission / '2009_005118.png')
+    assert sorted(os.listdir(submission)) == sorted(i + '.png' for i in val)
+    png = Image.open(submission / (val[0] + '.png'))
     assert png.mode == 'P' and not np.asarray(png).any()
 
 
@@ -133,14 +135,49 @@ def test_train_seg_with_torchrun_gloo(tmp_path):
     assert (tmp_path / 'deeplab_seg.safetensors').is_file()
 
 
-def test_deeplab_solver_groups_and_frozen_batchnorm():
-    model = DeepLabV2(21)
-    backbone, aspp_weights, aspp_biases = model.optimizer_groups(1e-3, 5e-4)
-    assert (aspp_weights['lr'], aspp_biases['lr'], aspp_biases['weight_decay']) == (1e-2, 2e-2, 0)
-    assert backbone['weight_decay'] == 5e-4 and len(backbone['params']) == 104   # conv weights
-    assert not any(p.requires_grad for p in model.backbone.bn1.parameters())
-    n_trainable = sum(1 for p in model.parameters() if p.requires_grad)
-    assert n_trainable == sum(len(g['params']) for g in (backbone, aspp_weights, aspp_biases))
+def test_train_seg_optimizer_groups_and_one_step_with_frozen_batchnorm():
+    """train_seg's own optimiser and step: DeepLab's solver groups (backbone convs at
+    the lr, ASPP weights 10x, ASPP biases 20x without weight decay), one SGD step
+    (momentum 0.9, so the first is p - lr_g * (grad + wd_g * p)), frozen BatchNorm
+    parameters and statistics bit-identical afterwards."""
+    torch.manual_seed(0)
+    args = run_sample.build_parser().parse_args(['--seg_learning_rate', '0.1',
+                                                 '--seg_weight_decay', '0.01'])
+    model = DeepLabV2(3)
+    imgs, labels = torch.randn(2, 3, 33, 33), torch.randint(0, 3, (2, 33, 33))
+    estimate_batchnorm_statistics(model, [imgs])
+    optimizer, scheduler = optimizer_for(model, args)
+    lr, wd = args.seg_learning_rate, args.seg_weight_decay
+    assert [(g['lr'], g['weight_decay'], g['momentum']) for g in optimizer.param_groups] == \
+        [(lr, wd, 0.9), (10 * lr, wd, 0.9), (20 * lr, 0.0, 0.9)]
+    names = {id(p): n for n, p in model.named_parameters()}
+    backbone, aspp_weights, aspp_biases = [[names[id(p)] for p in g['params']]
+                                           for g in optimizer.param_groups]
+    branches = ['aspp.branches.%d' % i for i in range(len(model.aspp.branches))]
+    assert aspp_weights == [b + '.weight' for b in branches]
+    assert aspp_biases == [b + '.bias' for b in branches]
+    batchnorm = {'%s.%s' % (m, k): t.clone() for m, module in model.named_modules()
+                 if isinstance(module, FixedBatchNorm) for k, t in module.state_dict().items()}
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert sorted(backbone + aspp_weights + aspp_biases) == sorted(trainable)
+    assert not set(trainable) & set(batchnorm) and len(backbone) == 104     # the conv weights
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    model.train()
+    train_iteration(model, model, [{'img': imgs, 'label': labels}], optimizer,
+                    torch.amp.GradScaler('cpu', enabled=False), args, torch.device('cpu'))
+    scheduler.step()
+    params = dict(model.named_parameters())
+    for group in optimizer.param_groups:
+        for p in group['params']:
+            old = before[names[id(p)]]
+            expected = old - group['initial_lr'] * (p.grad + group['weight_decay'] * old)
+            assert not torch.equal(p, old)
+            torch.testing.assert_close(p.detach(), expected, rtol=1e-6,
+                                       atol=1e-6 * float(old.abs().max()))
+    state = model.state_dict()
+    assert all(torch.equal(state[k], t) for k, t in batchnorm.items())
+    assert all(torch.equal(params[k], before[k]) for k in params if k in batchnorm)
 
 
 def deeplab_pytorch_state(n_blocks=(3, 4, 23, 3), aspp_classes=91, prefix='module.base.'):
@@ -391,9 +428,10 @@ def test_eval_seg_redoes_stale_predictions_and_completes_the_submission(tmp_path
                               '--seg_submission', 'True'))
     log = (tmp_path / 'run.log').read_text()
     assert 'were made with other weights or settings: removed' in log
-    assert log.count('0 already predicted, 2 in this process') == 2      # both runs: all
+    val = VOC12(str(VOC_MINI)).ids('val')
+    assert log.count('0 already predicted, %d in this process' % len(val)) == 2   # both: all
     submission = tmp_path / 'results' / 'VOC2012' / 'Segmentation' / 'comp6_test_cls'
-    assert sorted(os.listdir(submission)) == ['2009_005118.png', '2012_004233.png']
+    assert sorted(os.listdir(submission)) == sorted(i + '.png' for i in val)
     assert json.loads((tmp_path / 'eval_seg.json').read_text())['flip'] is False
 
 

@@ -17,6 +17,7 @@ from misc.path_index import PathIndex, affinity_labels
 from misc.random_walk import padded_path_affinity, propagate_to_edge, sparse_affinity, \
     transition_matrix
 from step.make_sem_seg_labels import random_walk_scores
+from voc12.devkit import VOC12
 
 # The fixtures' make_sem_seg ran with beta 10, exp_times 8 and sem_seg_bg_thres 0.25
 # (reference/README.md, section 3d).
@@ -66,7 +67,8 @@ def test_affinity_labels_match_reference():
     ref = np.load(REF / 'path_index.npz')
     radius, h, w, _ = ref['case%d_radius_size' % int(ref['aff_case'])]
     index = PathIndex(int(radius), (int(h), int(w)))
-    ours = affinity_labels(ref['aff_label_map'], index.src_indices, index.dst_indices)
+    ours = affinity_labels(ref['aff_label_map'], index.src_indices, index.dst_indices,
+                           VOC12(str(VOC_MINI)).n_classes + 1)    # the VOC dataloader's count
     for array, key in zip(ours, ('aff_bg_pos', 'aff_fg_pos', 'aff_neg')):
         assert array.dtype == np.float32
         np.testing.assert_array_equal(array, ref[key])
