@@ -68,6 +68,9 @@ def build_parser():
     g.add_argument('--voc12_root', default=None, help='VOCdevkit/VOC2012 folder')
     g.add_argument('--mscoco_root', default=None,
                    help='MS COCO 2014 folder (train2014/, val2014/, annotations/)')
+    g.add_argument('--data_root', default=None,
+                   help='--dataset folder: your own data (images/, classes.txt, labels.csv or '
+                   'labels.json, optional splits/ and masks/; see data/folder.py)')
     g.add_argument('--work_space', default='work_space', help='folder of every output')
     g.add_argument('--log_name', default='run', help='log file name in work_space')
     g.add_argument('--train_list', default=None,

@@ -6,7 +6,7 @@ softmax probabilities averaged over the scales and flips at the image size
 is ``--seg_eval_scales 1.0 --seg_eval_flip False``); optionally refined by
 a dense CRF (``--seg_crf True``, DeepLab's settings). Predictions are written
 per image and atomically (``<seg_out_dir>/`` without CRF, ``<seg_out_dir>_crf/``
-with it, ``<seg_out_dir>_color/`` the final one in the VOC palette), so a
+with it, ``<seg_out_dir>_color/`` the final one in the dataset's palette), so a
 killed run resumes where it stopped (predictions made with other weights or
 inference settings, recorded in ``<seg_out_dir>/eval_seg_settings.json``, are
 removed and redone); under torchrun every process predicts its
@@ -32,11 +32,10 @@ from misc.logutil import get_logger
 from misc.metrics import confusion_matrix, iou_from_confusion, mean_iou
 from misc.paths import in_work_space
 from misc.report import comparison_table
-from misc.stage import pending_shard, prepare
+from misc.stage import ids_to_score, pending_shard, prepare
 from misc.training import autocast_context
 from net.checkpoint import load_weights, read_weights_metadata
 from net.deeplab import ARCHITECTURES
-from voc12.devkit import voc_palette
 
 SUBMISSION_DIR = os.path.join('results', 'VOC2012', 'Segmentation', 'comp6_test_cls')
 
@@ -137,7 +136,7 @@ def predict_images(model, source, ids, args, dirs, device):
     the image done) and the colour PNG."""
     variants = list(dirs)
     final = variants[-1]
-    palette = voc_palette()
+    palette = source.palette
     with torch.no_grad():
         for image_id in tqdm(ids, desc='eval_seg', dynamic_ncols=True,
                              disable=not dist.is_main_process()):
@@ -192,12 +191,13 @@ def run(args):
     if args.seg_submission:
         copy_submission(ids, color_dir, args.work_space)
         dist.barrier()
-    if not all(os.path.isfile(source.mask_path(i)) for i in ids):
+    scored = ids_to_score(source, ids, args.seg_eval_set, 'eval_seg')
+    if not scored or not all(source.has_mask(i) for i in scored):
         log.info('eval_seg: %s has no ground truth; predictions -> %s', args.seg_eval_set,
                  dirs[variants[-1]])
         return None
-    confusions = summed_confusions(source, ids, dirs, n_class, device)
-    result = {'dataset': source.name, 'split': args.seg_eval_set, 'n_images': len(ids),
+    confusions = summed_confusions(source, scored, dirs, n_class, device)
+    result = {'dataset': source.name, 'split': args.seg_eval_set, 'n_images': len(scored),
               'arch': args.seg_arch, 'msc': args.seg_msc, 'flip': args.seg_eval_flip,
               'scales': list(args.seg_eval_scales),
               **scores(confusions, source.label_names)}
