@@ -61,7 +61,8 @@ class FolderFormatError(ValueError):
 
 
 def read_classes(path):
-    """(names, {name: aliases}) of a ``classes.txt``; a FolderFormatError lists bad lines."""
+    """(names, {name: (name, aliases...)} of the classes with aliases) of a
+    ``classes.txt``; a FolderFormatError lists every bad line."""
     if not os.path.isfile(path):
         raise FileNotFoundError('%s does not exist: a dataset folder needs classes.txt, one '
                                 'class name per line (background is implicit)' % path)
@@ -83,7 +84,9 @@ def read_classes(path):
             else:
                 first_line[name] = lineno
                 names.append(name)
-                aliases[name] = tuple(a.strip() for a in alias_text.split(',') if a.strip())
+                extra = tuple(a.strip() for a in alias_text.split(',') if a.strip())
+                if extra:
+                    aliases[name] = (name,) + extra
     if not names and not problems:
         problems.append('%s: no class names' % path)
     if len(names) > MAX_LABELS - 1:
@@ -217,8 +220,7 @@ class FolderDataset(SegmentationSource):
         self.root = os.path.abspath(root)
         if not os.path.isdir(self.root):
             raise FileNotFoundError('dataset folder %s (--data_root) does not exist' % self.root)
-        self.class_names, aliases = read_classes(os.path.join(self.root, 'classes.txt'))
-        self._aliases = {n: (n,) + a for n, a in aliases.items() if a}
+        self.class_names, self._aliases = read_classes(os.path.join(self.root, 'classes.txt'))
         self._images, problems = image_files(os.path.join(self.root, 'images'))
         self.labels_path, entries, entry_problems = read_label_entries(self.root)
         class_index = {n: i for i, n in enumerate(self.class_names)}

@@ -40,21 +40,22 @@ from net.deeplab import ARCHITECTURES
 SUBMISSION_DIR = os.path.join('results', 'VOC2012', 'Segmentation', 'comp6_test_cls')
 
 
-def multiscale_probs(model, img, scales, device, amp=False, flip=True):
-    """Softmax probabilities [C, H, W] averaged over scales (of the logits averaged
-    with those of the horizontally flipped image when ``flip``)."""
-    h, w = img.shape[:2]
+def multiscale_probs(model, imgs, scales, device, amp=False, flip=True):
+    """Softmax probabilities [N, C, H, W] of N images of one size (uint8 [H, W, 3]
+    each, one batch per scale) averaged over scales (of the logits averaged with
+    those of the horizontally flipped images when ``flip``)."""
+    n, (h, w) = len(imgs), imgs[0].shape[:2]
     total = None
     for s in scales:
-        scaled = img if s == 1 else imutils.pil_rescale(img, s, 3)
-        x = torch.from_numpy(np.ascontiguousarray(
-            imutils.hwc_to_chw(imutils.imagenet_normalize(scaled))))[None].to(device)
+        x = torch.from_numpy(np.stack([np.ascontiguousarray(imutils.hwc_to_chw(
+            imutils.imagenet_normalize(img if s == 1 else imutils.pil_rescale(img, s, 3))))
+            for img in imgs])).to(device)
         with autocast_context(device, amp):
             logits = model(torch.cat([x, x.flip(-1)]) if flip else x).float()
         if flip:
-            logits = (logits[0:1] + logits[1:2].flip(-1)) / 2
+            logits = (logits[:n] + logits[n:].flip(-1)) / 2
         probs = F.softmax(F.interpolate(logits, (h, w), mode='bilinear',
-                                        align_corners=False), dim=1)[0]
+                                        align_corners=False), dim=1)
         total = probs if total is None else total + probs
     return (total / len(scales)).cpu().numpy()
 
@@ -90,16 +91,21 @@ def load_model(args, n_class, device):
     return model.to(device).eval()
 
 
+def file_sha256(path):
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 24), b''):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def prediction_settings(args, weights_path):
     """What the predictions depend on; recorded next to them to decide whether
     existing PNGs can be reused."""
-    digest = hashlib.sha256()
-    with open(weights_path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 24), b''):
-            digest.update(chunk)
-    return {'weights_sha256': digest.hexdigest(), 'arch': args.seg_arch, 'msc': args.seg_msc,
-            'scales': list(args.seg_eval_scales), 'flip': args.seg_eval_flip,
-            'crf': args.seg_crf}
+    return {'weights_sha256': file_sha256(weights_path), 'arch': args.seg_arch,
+            'msc': args.seg_msc, 'scales': list(args.seg_eval_scales),
+            'flip': args.seg_eval_flip, 'crf': args.seg_crf}
 
 
 def reset_stale_predictions(args, folders):
@@ -141,8 +147,8 @@ def predict_images(model, source, ids, args, dirs, device):
         for image_id in tqdm(ids, desc='eval_seg', dynamic_ncols=True,
                              disable=not dist.is_main_process()):
             img = source.read_image(image_id)
-            probs = multiscale_probs(model, img, args.seg_eval_scales, device, args.amp,
-                                     args.seg_eval_flip)
+            probs = multiscale_probs(model, [img], args.seg_eval_scales, device, args.amp,
+                                     args.seg_eval_flip)[0]
             preds = predictions(probs, img, args.seg_crf)
             save_png(os.path.join(dirs[final] + '_color', image_id + '.png'), preds[final],
                      palette)
