@@ -159,8 +159,8 @@ def read_labels_json(path):
     if not isinstance(data, dict):
         return [], ['%s: expected an object {"<id>": ["<class>", ...]}' % path]
     entries, problems = [], []
-    for key in keys[-1]:                        # the top-level object's keys, repeats included
-        where = '%s: image %r' % (path, key)
+    for number, key in enumerate(keys[-1], start=1):     # top-level keys, repeats included
+        where = '%s entry %d' % (path, number)
         value = data[key]
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             problems.append('%s: expected a list of class names, got %s' % (where,
