@@ -5,6 +5,7 @@ masks, JSON labels without)."""
 import json
 import logging
 import os
+import re
 import shutil
 
 import numpy as np
@@ -18,6 +19,7 @@ from data.folder import FolderDataset, FolderFormatError, read_classes, write_la
 from misc.logutil import get_logger
 from tools.voc_to_folder import convert
 from voc12.devkit import VOC12
+from vqa.text_features import TextFeatureCache, cache_texts, fg_prompted_answers
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -76,6 +78,8 @@ def test_csv_and_json_labels_give_the_same_dataset(tmp_path):
         assert [source.image_label_ids(i) for i in 'abc'] == [(1,), (0, 1), (2,)]
         assert source.ids('train') == ['a', 'b', 'c']            # no splits: every labelled image
         assert source.class_aliases == {'dog': ('dog', 'puppy', 'hound')}
+        assert fg_prompted_answers('dog', ['big hound', 'brown'], source.class_aliases) == \
+            ['big hound', 'brown dog']
         assert source.label_names == ('background', 'cat', 'dog', 'bird')
         np.testing.assert_array_equal(source.image_labels('b'), [1, 1, 0])
 
@@ -273,3 +277,144 @@ def test_same_pseudo_mask_scores_as_voc12(tmp_path, voc_as_folder):
                                     '--eval_sem_seg_pass', 'True')
     result = same_json(voc_ws, folder_ws, 'eval_sem_seg.json')
     assert result['n_images'] == len(VOC12(str(VOC_MINI)).ids('trainval'))
+
+
+# ----------------------------------------------------------------------------- the whole flow
+
+def own_classes_folder(converted, out, labels_file, with_masks):
+    """A folder dataset of our own classes from a converted demo set: only the classes
+    present, renamed and listed in reverse order (ids follow classes.txt), the masks
+    renumbered; returns {old class id: new class id} and the new names."""
+    source = FolderDataset(str(converted))
+    present = sorted(set(c for i in source.ids('train') + source.ids('val')
+                         for c in source.image_label_ids(i)))
+    names = ['shape %s' % source.class_names[c].replace(' ', '') for c in present][::-1]
+    new_id = {old: len(present) - 1 - k for k, old in enumerate(present)}
+    shutil.copytree(converted / 'images', out / 'images')
+    shutil.copytree(converted / 'splits', out / 'splits')
+    (out / 'classes.txt').write_text('%s: %s\n' % (names[0], names[0].split()[1]) +
+                                     ''.join(n + '\n' for n in names[1:]))
+    write_labels(str(out / labels_file), {
+        i: [names[new_id[c]] for c in source.image_label_ids(i)] for i in source.ids('trainval')})
+    if with_masks:
+        lookup = np.arange(256, dtype=np.uint8)
+        lookup[[c + 1 for c in present]] = [new_id[c] + 1 for c in present]
+        (out / 'masks').mkdir()
+        for image_id in source.ids('trainval'):
+            Image.fromarray(lookup[source.read_mask(image_id)]).save(
+                out / 'masks' / (image_id + '.png'))
+    return new_id, names
+
+
+@pytest.fixture(scope='module')
+def flow_inputs(tmp_path_factory):
+    """Two folders of our own classes made from one demo set (labels.csv with masks,
+    labels.json without), new images to predict, a tiny BLIP and a tiny CLIP."""
+    from tools.make_demo_voc import generate_demo_voc
+    from tools.make_tiny_blip import write_tiny_blip
+    from tools.make_tiny_clip import write_tiny_clip
+    base = tmp_path_factory.mktemp('flow')
+    voc = generate_demo_voc(str(base / 'voc'), n_images=10, seed=3, min_side=64, max_side=80,
+                            max_classes=3)
+    convert(voc['root'], str(base / 'converted'))
+    csv_mapping = own_classes_folder(base / 'converted', base / 'csv', 'labels.csv', True)
+    json_mapping = own_classes_folder(base / 'converted', base / 'json', 'labels.json', False)
+    assert csv_mapping == json_mapping
+    new = generate_demo_voc(str(base / 'new'), n_images=3, seed=4, min_side=64, max_side=80)
+    return {'csv': base / 'csv', 'json': base / 'json', 'names': csv_mapping[1],
+            'new_images': os.path.join(new['root'], 'JPEGImages'),
+            'blip': write_tiny_blip(str(base / 'blip')),
+            'clip': write_tiny_clip(str(base / 'tiny_clip.safetensors'))}
+
+
+def flow_args(root, work_space, inputs, stages, *extra):
+    argv = ['--dataset', 'folder', '--data_root', str(root), '--work_space', str(work_space),
+            '--device', 'cpu', '--num_workers', '0', '--val_list', '',
+            '--vqa_model', inputs['blip'], '--vqa_batch_size', '4', '--vqa_image_size', '48',
+            '--cam_batch_size', '4', '--cam_num_epoches', '1', '--cam_crop_size', '64',
+            '--cam_resize_long', '48,80', '--cam_scales', '1.0,0.5',
+            '--clims_batch_size', '4', '--clims_num_epoches', '1', '--clip', inputs['clip'],
+            '--mask_clip_weights', inputs['clip'],
+            '--irn_backbone_weights', 'res50_cam.safetensors', '--irn_crop_size', '80',
+            '--irn_batch_size', '4', '--irn_num_epoches', '1',
+            '--seg_batch_size', '2', '--seg_crop_size', '48', '--seg_num_iters', '2',
+            '--seg_grad_clip', '10', '--seg_eval_scales', '1.0', '--seg_eval_flip', 'False',
+            '--predict_images', inputs['new_images']] + list(extra)
+    return argv + [a for stage in stages for a in ('--%s_pass' % stage, 'True')]
+
+
+def text_caches(root, work_space, clip):
+    from tools.gen_text_feats_cache import main as gen_cache
+    gen_cache(['folder', '--data_root', str(root), '--clip', clip] + [
+        a for kind in ('fg', 'bg') for a in (
+            '--vqa_%s_file' % kind, str(work_space / ('folder_vqa_%s_blip.json' % kind)),
+            '--vqa_%s_cache_file' % kind,
+            str(work_space / ('folder_vqa_%s_blip_ViT-L-14_cache.safetensors' % kind)))])
+
+
+@pytest.fixture(scope='module')
+def csv_flow(tmp_path_factory, flow_inputs):
+    """Every stage on the folder with labels.csv and masks."""
+    ws = tmp_path_factory.mktemp('csv_flow')
+    run_sample.main(flow_args(flow_inputs['csv'], ws, flow_inputs, ['vqa']))
+    text_caches(flow_inputs['csv'], ws, flow_inputs['clip'])
+    results = run_sample.run_stages(run_sample.build_parser().parse_args(flow_args(
+        flow_inputs['csv'], ws, flow_inputs, [s for s in run_sample.STAGES
+                                              if s not in ('vqa', 'make_cam')])))
+    return ws, results
+
+
+def test_every_stage_on_a_folder_with_csv_labels_and_masks(csv_flow, flow_inputs):
+    ws, results = csv_flow
+    source = FolderDataset(str(flow_inputs['csv']))
+    assert list(source.class_names) == flow_inputs['names']
+    fg = json.loads((ws / 'folder_vqa_fg_blip.json').read_text())
+    assert sorted(fg) == sorted(source.ids('train'))
+    for image_id, per_class in fg.items():
+        assert sorted(per_class) == sorted(source.class_names[c]
+                                           for c in source.image_label_ids(image_id))
+    cache = TextFeatureCache.load(str(ws / 'folder_vqa_fg_blip_ViT-L-14_cache.safetensors'))
+    assert cache.texts == cache_texts(fg, 'fg', aliases=source.class_aliases)
+    assert any(t.endswith(' ' + n) for t in cache.texts for n in source.class_names)
+    for stage, split in (('eval_cam', 'train'), ('eval_sem_seg', 'train'), ('eval_seg', 'val')):
+        result = json.loads((ws / (stage + '.json')).read_text())
+        assert result['n_images'] == len(source.ids(split)) and result['dataset'] == 'folder'
+        scores = result['plain'] if stage == 'eval_seg' else result
+        assert list(scores['iou_by_class']) == list(source.label_names)
+        assert 0 <= scores['miou'] <= 1
+    for image_id in source.ids('train'):
+        pseudo = np.asarray(Image.open(ws / 'sem_seg' / (image_id + '.png')))
+        assert set(np.unique(pseudo)) <= {0} | {c + 1 for c in source.image_label_ids(image_id)}
+    from net.checkpoint import read_weights_metadata
+    assert json.loads(read_weights_metadata(str(ws / 'deeplab_seg.safetensors'))[
+        'class_names']) == flow_inputs['names']
+    predicted = results['predict']
+    assert predicted['class_names'] == flow_inputs['names']
+    assert sorted(predicted['images']) == sorted(
+        os.path.splitext(n)[0] for n in os.listdir(flow_inputs['new_images']))
+
+
+def test_json_labels_without_masks_run_and_skip_scoring(tmp_path, csv_flow, flow_inputs):
+    """The trained weights of the CSV flow on the same folder with labels.json and no
+    masks: the same CAMs and pseudo masks; every scoring stage says it skips scoring."""
+    csv_ws, _ = csv_flow
+    for name in ('res50_qa_clims.safetensors', 'res50_irn.safetensors',
+                 'deeplab_seg.safetensors'):
+        shutil.copy(csv_ws / name, tmp_path / name)
+    stages = ['make_clims', 'eval_cam', 'cam_to_ir_label', 'make_sem_seg', 'eval_sem_seg',
+              'eval_seg', 'predict']
+    results = run_sample.run_stages(run_sample.build_parser().parse_args(
+        flow_args(flow_inputs['json'], tmp_path, flow_inputs, stages)))
+    log = (tmp_path / 'run.log').read_text()
+    for stage in ('eval_cam', 'eval_sem_seg', 'eval_seg'):
+        assert results[stage] is None and not (tmp_path / (stage + '.json')).exists()
+        assert re.search(r'%s: skipping scoring: none of the \d+ images of \w+ has a mask '
+                         r'\(\S+/masks/\S+\.png does not exist' % stage, log)
+    for folder, suffix in (('cams', '.npz'), ('sem_seg', '.png')):
+        names = sorted(os.listdir(csv_ws / folder))
+        assert names == sorted(i + suffix for i in FolderDataset(str(flow_inputs['json'])).ids(
+            'train'))
+        assert sorted(os.listdir(tmp_path / folder)) == names
+        for name in names:
+            assert (tmp_path / folder / name).read_bytes() == (csv_ws / folder / name).read_bytes()
+    assert results['predict']['images'].keys() == csv_flow[1]['predict']['images'].keys()
