@@ -20,12 +20,12 @@ Layout of ``DIR``:
 * ``masks/<id>.png`` (optional): palette or grayscale PNG of class ids
   (0 background, 1.. the classes, 255 ignored), used only for scoring.
 
-Everything is checked when the folder is opened, before any stage writes
-anything: an unknown class, a labelled image missing from ``images/``, a
-duplicate id, an empty label set or a split line naming an unlabelled image
-is an error listing every such file and line; a class that no image has is a
-warning. A mask with ids outside the classes is an error naming the file when
-it is read.
+Everything is checked before any stage writes anything (classes and labels
+when the folder is opened, a split list when it is read): an unknown class,
+a labelled image missing from ``images/``, a duplicate id, an empty label set
+or a split line naming an unlabelled image is an error listing every such
+file and line; a class that no image has is a warning. A mask with ids
+outside the classes is an error naming the file when it is read.
 """
 import csv
 import json

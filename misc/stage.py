@@ -38,7 +38,6 @@ def pending_shard(ids, out_dir, suffix):
     return todo, todo[dist.rank()::dist.world_size()]
 
 
-
 def ids_to_score(source, ids, split, stage):
     """The images of ``ids`` that ``stage`` scores against their masks.
 
