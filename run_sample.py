@@ -23,7 +23,8 @@ from misc import dist
 from misc.logutil import setup_logging
 
 STAGES = ('vqa', 'train_cam', 'train_qa_clims', 'make_cam', 'make_clims', 'eval_cam',
-          'cam_to_ir_label', 'train_irn', 'make_sem_seg', 'eval_sem_seg', 'train_seg', 'eval_seg')
+          'cam_to_ir_label', 'train_irn', 'make_sem_seg', 'eval_sem_seg', 'train_seg', 'eval_seg',
+          'predict')
 STAGE_MODULES = {'make_sem_seg': 'step.make_sem_seg_labels'}
 CAM_BATCH_SIZE = 16             # train_cam's global batch
 CLIMS_BATCH_SIZE = 8            # QA-CLIMS global batch: the reference's 4 per GPU x 2 GPUs
@@ -68,6 +69,9 @@ def build_parser():
     g.add_argument('--voc12_root', default=None, help='VOCdevkit/VOC2012 folder')
     g.add_argument('--mscoco_root', default=None,
                    help='MS COCO 2014 folder (train2014/, val2014/, annotations/)')
+    g.add_argument('--data_root', default=None,
+                   help='--dataset folder: your own data (images/, classes.txt, labels.csv or '
+                   'labels.json, optional splits/ and masks/; see data/folder.py)')
     g.add_argument('--work_space', default='work_space', help='folder of every output')
     g.add_argument('--log_name', default='run', help='log file name in work_space')
     g.add_argument('--train_list', default=None,
@@ -198,6 +202,13 @@ def build_parser():
     g.add_argument('--seg_out_dir', default='seg_pred')
     g.add_argument('--seg_submission', default=False, type=str2bool,
                    help='also write results/VOC2012/Segmentation/comp6_test_cls/*.png')
+    g.add_argument('--predict_images', default=None,
+                   help='predict: folder or glob of new images to segment with '
+                   '--seg_weights_name (eval_seg\'s --seg_eval_scales, --seg_eval_flip, --seg_crf)')
+    g.add_argument('--predict_out_dir', default='predictions',
+                   help='predict: masks/, color/, overlay/ and predictions.json')
+    g.add_argument('--predict_batch_size', default=4, type=positive_int,
+                   help='predict: images of the same size per forward pass')
 
     g = p.add_argument_group('weights and outputs (bare names live in work_space)')
     g.add_argument('--cam_weights_name', default='res50_cam.safetensors')

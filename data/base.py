@@ -5,6 +5,8 @@ import os
 import numpy as np
 
 from misc.io import read_label_png, read_rgb
+from misc.palette import color_map
+from vqa.text_features import CLASS_ALIASES
 
 
 class SegmentationSource(abc.ABC):
@@ -13,10 +15,25 @@ class SegmentationSource(abc.ABC):
     Subclasses set ``root``, ``class_names`` (names used on the text side,
     e.g. ``dining table``), and implement :meth:`split_ids`,
     :meth:`image_path`, :meth:`mask_path` and :meth:`image_label_ids`.
+    ``masks_optional``: the dataset may lack masks (the scoring stages then
+    score the images that have one, or skip scoring, and say so); on VOC and
+    COCO a missing mask is an error.
     """
 
     name = 'dataset'
     class_names = ()
+    masks_optional = False
+
+    @property
+    def class_aliases(self):
+        """{class name: names that count as the class in an FG answer} (the
+        reference's ``supply_cat``; see :func:`vqa.text_features.fg_prompted_answers`)."""
+        return CLASS_ALIASES
+
+    @property
+    def palette(self):
+        """Flat [r, g, b, ...] palette of the colour PNGs (index = class id)."""
+        return color_map()
 
     @property
     def n_classes(self):
@@ -66,6 +83,9 @@ class SegmentationSource(abc.ABC):
 
     def read_mask(self, image_id):
         return read_label_png(self.mask_path(image_id))
+
+    def has_mask(self, image_id):
+        return os.path.isfile(self.mask_path(image_id))
 
 
 def read_id_list(path):

@@ -8,6 +8,7 @@ from data import build_source
 from data.loaders import check_listed_images
 from misc import dist
 from misc.io import remove_partial_files
+from misc.logutil import get_logger
 
 
 def prepare(args, image_list, seed=False):
@@ -36,3 +37,27 @@ def pending_shard(ids, out_dir, suffix):
     dist.barrier()              # every process has listed before any writes a new file
     return todo, todo[dist.rank()::dist.world_size()]
 
+
+def ids_to_score(source, ids, split, stage):
+    """The images of ``ids`` that ``stage`` scores against their masks.
+
+    All of them on a dataset whose masks are part of it (VOC, COCO: a missing
+    mask is an error where it is read). On a dataset whose masks are optional
+    (a folder dataset), those that have one: the stage says how many it
+    leaves out, or, when none has a mask, that it is skipping scoring and why.
+    """
+    if not source.masks_optional:
+        return list(ids)
+    scored = [i for i in ids if source.has_mask(i)]
+    log = get_logger()
+    if not scored:
+        log.warning('%s: skipping scoring: none of the %d images of %s has a mask (%s does not '
+                    'exist, nor any other of the split); add masks/<id>.png to score. The '
+                    'outputs are still written.', stage, len(ids), split,
+                    source.mask_path(ids[0]))
+    elif len(scored) < len(ids):
+        unscored = sorted(set(ids) - set(scored))
+        log.info('%s: scoring the %d of %d images of %s that have a mask (without one: %s%s)',
+                 stage, len(scored), len(ids), split, ', '.join(unscored[:5]),
+                 ', ...' if len(unscored) > 5 else '')
+    return scored

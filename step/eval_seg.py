@@ -6,7 +6,7 @@ softmax probabilities averaged over the scales and flips at the image size
 is ``--seg_eval_scales 1.0 --seg_eval_flip False``); optionally refined by
 a dense CRF (``--seg_crf True``, DeepLab's settings). Predictions are written
 per image and atomically (``<seg_out_dir>/`` without CRF, ``<seg_out_dir>_crf/``
-with it, ``<seg_out_dir>_color/`` the final one in the VOC palette), so a
+with it, ``<seg_out_dir>_color/`` the final one in the dataset's palette), so a
 killed run resumes where it stopped (predictions made with other weights or
 inference settings, recorded in ``<seg_out_dir>/eval_seg_settings.json``, are
 removed and redone); under torchrun every process predicts its
@@ -32,30 +32,30 @@ from misc.logutil import get_logger
 from misc.metrics import confusion_matrix, iou_from_confusion, mean_iou
 from misc.paths import in_work_space
 from misc.report import comparison_table
-from misc.stage import pending_shard, prepare
+from misc.stage import ids_to_score, pending_shard, prepare
 from misc.training import autocast_context
 from net.checkpoint import load_weights, read_weights_metadata
 from net.deeplab import ARCHITECTURES
-from voc12.devkit import voc_palette
 
 SUBMISSION_DIR = os.path.join('results', 'VOC2012', 'Segmentation', 'comp6_test_cls')
 
 
-def multiscale_probs(model, img, scales, device, amp=False, flip=True):
-    """Softmax probabilities [C, H, W] averaged over scales (of the logits averaged
-    with those of the horizontally flipped image when ``flip``)."""
-    h, w = img.shape[:2]
+def multiscale_probs(model, imgs, scales, device, amp=False, flip=True):
+    """Softmax probabilities [N, C, H, W] of N images of one size (uint8 [H, W, 3]
+    each, one batch per scale) averaged over scales (of the logits averaged with
+    those of the horizontally flipped images when ``flip``)."""
+    n, (h, w) = len(imgs), imgs[0].shape[:2]
     total = None
     for s in scales:
-        scaled = img if s == 1 else imutils.pil_rescale(img, s, 3)
-        x = torch.from_numpy(np.ascontiguousarray(
-            imutils.hwc_to_chw(imutils.imagenet_normalize(scaled))))[None].to(device)
+        x = torch.from_numpy(np.stack([np.ascontiguousarray(imutils.hwc_to_chw(
+            imutils.imagenet_normalize(img if s == 1 else imutils.pil_rescale(img, s, 3))))
+            for img in imgs])).to(device)
         with autocast_context(device, amp):
             logits = model(torch.cat([x, x.flip(-1)]) if flip else x).float()
         if flip:
-            logits = (logits[0:1] + logits[1:2].flip(-1)) / 2
+            logits = (logits[:n] + logits[n:].flip(-1)) / 2
         probs = F.softmax(F.interpolate(logits, (h, w), mode='bilinear',
-                                        align_corners=False), dim=1)[0]
+                                        align_corners=False), dim=1)
         total = probs if total is None else total + probs
     return (total / len(scales)).cpu().numpy()
 
@@ -91,16 +91,21 @@ def load_model(args, n_class, device):
     return model.to(device).eval()
 
 
+def file_sha256(path):
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 24), b''):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def prediction_settings(args, weights_path):
     """What the predictions depend on; recorded next to them to decide whether
     existing PNGs can be reused."""
-    digest = hashlib.sha256()
-    with open(weights_path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 24), b''):
-            digest.update(chunk)
-    return {'weights_sha256': digest.hexdigest(), 'arch': args.seg_arch, 'msc': args.seg_msc,
-            'scales': list(args.seg_eval_scales), 'flip': args.seg_eval_flip,
-            'crf': args.seg_crf}
+    return {'weights_sha256': file_sha256(weights_path), 'arch': args.seg_arch,
+            'msc': args.seg_msc, 'scales': list(args.seg_eval_scales),
+            'flip': args.seg_eval_flip, 'crf': args.seg_crf}
 
 
 def reset_stale_predictions(args, folders):
@@ -137,13 +142,13 @@ def predict_images(model, source, ids, args, dirs, device):
     the image done) and the colour PNG."""
     variants = list(dirs)
     final = variants[-1]
-    palette = voc_palette()
+    palette = source.palette
     with torch.no_grad():
         for image_id in tqdm(ids, desc='eval_seg', dynamic_ncols=True,
                              disable=not dist.is_main_process()):
             img = source.read_image(image_id)
-            probs = multiscale_probs(model, img, args.seg_eval_scales, device, args.amp,
-                                     args.seg_eval_flip)
+            probs = multiscale_probs(model, [img], args.seg_eval_scales, device, args.amp,
+                                     args.seg_eval_flip)[0]
             preds = predictions(probs, img, args.seg_crf)
             save_png(os.path.join(dirs[final] + '_color', image_id + '.png'), preds[final],
                      palette)
@@ -192,12 +197,13 @@ def run(args):
     if args.seg_submission:
         copy_submission(ids, color_dir, args.work_space)
         dist.barrier()
-    if not all(os.path.isfile(source.mask_path(i)) for i in ids):
+    scored = ids_to_score(source, ids, args.seg_eval_set, 'eval_seg')
+    if not scored or not all(source.has_mask(i) for i in scored):
         log.info('eval_seg: %s has no ground truth; predictions -> %s', args.seg_eval_set,
                  dirs[variants[-1]])
         return None
-    confusions = summed_confusions(source, ids, dirs, n_class, device)
-    result = {'dataset': source.name, 'split': args.seg_eval_set, 'n_images': len(ids),
+    confusions = summed_confusions(source, scored, dirs, n_class, device)
+    result = {'dataset': source.name, 'split': args.seg_eval_set, 'n_images': len(scored),
               'arch': args.seg_arch, 'msc': args.seg_msc, 'flip': args.seg_eval_flip,
               'scales': list(args.seg_eval_scales),
               **scores(confusions, source.label_names)}
