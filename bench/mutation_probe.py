@@ -108,7 +108,7 @@ MUTANTS = [
            '        return np.fliplr(img)\n    return img', '        return np.flipud(img)\n    return img',
            ['tests/test_voc_data.py', WIRING]),
     Mutant('classification_crop_method_inverted', 'data/loaders.py',
-           "if self.crop_method == 'random':", "if self.crop_method != 'top_left':",
+           "if self.crop_method == 'random':", "if self.crop_method == 'top_left':",
            ['tests/test_voc_data.py', WIRING]),
     Mutant('resize_long_never_reaches_max', 'misc/imutils.py',
            'random.randint(min_long, max_long)', 'random.randint(min_long, max_long - 1)',
