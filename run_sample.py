@@ -21,6 +21,7 @@ from coco14.protocol import PROTOCOLS as COCO_PROTOCOLS
 from data.registry import DATASETS, fill_dataset_defaults, per_dataset_help
 from misc import dist
 from misc.cam import NETWORK_STRIDE
+from misc.io import release_outputs
 from misc.logutil import setup_logging
 
 STAGES = ('vqa', 'train_cam', 'train_qa_clims', 'make_cam', 'make_clims', 'eval_cam',
@@ -446,6 +447,7 @@ def main(argv=None):
     except FlagError as e:
         parser.error(str(e))
     finally:
+        release_outputs()
         dist.shutdown()
 
 
