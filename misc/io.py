@@ -112,7 +112,11 @@ def claim_output(path):
         return
     os.makedirs(os.path.dirname(lock), exist_ok=True)
     while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise OSError(e.errno, 'cannot create the lock file %s of %s (%s): the outputs\' '
+                          'folder must be writable' % (lock, path, e.strerror)) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
