@@ -171,7 +171,8 @@ def build_parser():
     g.add_argument('--vqa_model', default='Salesforce/blip-vqa-capfilt-large',
                    help='folder of a HuggingFace BLIP VQA model (or a hub id)')
     g.add_argument('--vqa_list', default=None, help='images to ask about (default: --train_list)')
-    g.add_argument('--vqa_batch_size', default=4, type=positive_int, help='images per generate call')
+    g.add_argument('--vqa_batch_size', default=4, type=positive_int,
+                   help='images per generate call')
     g.add_argument('--vqa_image_size', default=480, type=int)
     g.add_argument('--vqa_num_beams', default=3, type=int)
     g.add_argument('--vqa_max_length', default=10, type=int)

@@ -23,7 +23,7 @@ from PIL import Image, UnidentifiedImageError
 
 PARTIAL_SUFFIX = '.partial'
 _PARTIAL_NAME = re.compile(r'^\..+\.(?P<pid>\d+)(?:@(?P<host>[^@/]+))?\.partial$')
-FOREIGN_PARTIAL_MAX_AGE = 24 * 3600     # s: a partial file of another host older than this is orphaned
+FOREIGN_PARTIAL_MAX_AGE = 24 * 3600     # s; another host's partial file older than this is orphaned
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 _PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 _PNG_END = b'\x00\x00\x00\x00IEND\xaeB`\x82'
