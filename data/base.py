@@ -89,11 +89,25 @@ class SegmentationSource(abc.ABC):
 
 
 def read_id_list(path):
-    """Ids in a list file: first whitespace-separated token of each line."""
+    """Ids in a list file: first whitespace-separated token of each line.
+
+    A repeated id is an error naming both lines: an image listed twice would
+    be trained on, or scored, twice.
+    """
     if not os.path.isfile(path):
         raise FileNotFoundError('image list %s does not exist' % path)
+    ids, first_line = [], {}
     with open(path) as f:
-        ids = [line.split()[0] for line in f if line.strip()]
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            image_id = line.split()[0]
+            if image_id in first_line:
+                raise ValueError('image list %s, line %d: %s is already listed on line %d; '
+                                 'remove the repeated line' % (path, number, image_id,
+                                                               first_line[image_id]))
+            first_line[image_id] = number
+            ids.append(image_id)
     if not ids:
         raise ValueError('image list %s is empty' % path)
     return ids

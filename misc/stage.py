@@ -7,7 +7,7 @@ import torch
 from data import build_source
 from data.loaders import check_listed_images
 from misc import dist
-from misc.io import remove_partial_files
+from misc.io import claim_output, is_complete_file, remove_partial_files
 from misc.logutil import get_logger
 
 
@@ -25,15 +25,31 @@ def prepare(args, image_list, seed=False):
 
 
 def pending_shard(ids, out_dir, suffix):
-    """(todo, shard): images without ``<out_dir>/<id><suffix>`` and this process's share.
+    """(todo, shard): images without a readable ``<out_dir>/<id><suffix>`` and this
+    process's share.
 
-    Stale temporary files of a killed run are removed first (main process).
+    The main process first claims ``out_dir`` (another live run writing it is
+    an error naming that run, :func:`misc.io.claim_output`) and removes the
+    temporary files of killed runs. An existing output counts as done only if
+    a cheap check reads it (:func:`misc.io.is_complete_file`); the others are
+    redone, and the log names them.
     """
     os.makedirs(out_dir, exist_ok=True)
     if dist.is_main_process():
+        claim_output(out_dir)
         remove_partial_files(out_dir)
     dist.barrier()
-    todo = [i for i in ids if not os.path.isfile(os.path.join(out_dir, i + suffix))]
+    todo, unreadable = [], []
+    for image_id in ids:
+        path = os.path.join(out_dir, image_id + suffix)
+        if not os.path.isfile(path):
+            todo.append(image_id)
+        elif not is_complete_file(path):
+            todo.append(image_id)
+            unreadable.append(path)
+    if unreadable and dist.is_main_process():
+        get_logger().warning('%d existing outputs in %s cannot be read (empty or truncated; '
+                             'first: %s): redoing them', len(unreadable), out_dir, unreadable[0])
     dist.barrier()              # every process has listed before any writes a new file
     return todo, todo[dist.rank()::dist.world_size()]
 

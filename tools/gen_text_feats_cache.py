@@ -38,6 +38,8 @@ from vqa.text_features import (CLASS_ALIASES, PROMPT, TextFeatureCache,  # noqa:
 
 CLASS_NAMES = {'voc': TEXT_CLASS_NAMES, 'coco': COCO_CLASS_NAMES}
 DATASETS = sorted(CLASS_NAMES) + ['folder']
+PICKLE_WARNING = ('Importing a pickle runs code stored in the file: only import files from a '
+                  'trusted source')
 
 
 def class_names_and_aliases(dataset, data_root):
@@ -117,9 +119,10 @@ def main(argv=None):
     p.add_argument('--clip_weights', default=None, help='explicit CLIP weights file')
     p.add_argument('--device', default='cpu')
     p.add_argument('--import_reference_npy', action='store_true',
-                   help='allow reading the authors\' pickled VQA .npy files')
+                   help='allow reading the authors\' pickled VQA .npy files. ' + PICKLE_WARNING)
     p.add_argument('--import_reference_cache', nargs=2, metavar=('FG_NPY', 'BG_NPY'),
-                   help='convert the authors\' pickled caches instead of encoding')
+                   help='convert the authors\' pickled caches instead of encoding. '
+                   + PICKLE_WARNING)
     a = p.parse_args(argv)
     class_names, aliases = class_names_and_aliases(a.dataset, a.data_root)
     clip_file = a.clip_weights or a.clip

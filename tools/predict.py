@@ -15,8 +15,9 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from misc import dist  # noqa: E402
+from misc.io import release_outputs  # noqa: E402
 from misc.logutil import setup_logging  # noqa: E402
-from run_sample import float_tuple, positive_int, str2bool  # noqa: E402
+from run_sample import positive_float_tuple, positive_int, str2bool  # noqa: E402
 from step.predict import EVAL_SCALES, predict  # noqa: E402
 
 
@@ -27,7 +28,7 @@ def main(argv=None):
     p.add_argument('--images', required=True,
                    help='a folder of images, or a glob pattern (quote it: \'new/**/*.jpg\')')
     p.add_argument('--out', required=True, help='output folder')
-    p.add_argument('--scales', default=EVAL_SCALES, type=float_tuple,
+    p.add_argument('--scales', default=EVAL_SCALES, type=positive_float_tuple,
                    help='inference scales (default eval_seg\'s %s; 1.0 for speed)'
                    % ','.join(map(str, EVAL_SCALES)))
     p.add_argument('--flip', default=True, type=str2bool,
@@ -43,6 +44,7 @@ def main(argv=None):
         return predict(a.images, a.weights, a.out, a.scales, a.flip, a.crf, a.batch_size,
                        a.device, a.amp)
     finally:
+        release_outputs()
         dist.shutdown()
 
 
