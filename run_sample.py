@@ -20,16 +20,25 @@ import time
 from coco14.protocol import PROTOCOLS as COCO_PROTOCOLS
 from data.registry import DATASETS, fill_dataset_defaults, per_dataset_help
 from misc import dist
+from misc.cam import NETWORK_STRIDE
+from misc.io import release_outputs
 from misc.logutil import setup_logging
 
 STAGES = ('vqa', 'train_cam', 'train_qa_clims', 'make_cam', 'make_clims', 'eval_cam',
-          'cam_to_ir_label', 'train_irn', 'make_sem_seg', 'eval_sem_seg', 'train_seg', 'eval_seg')
+          'cam_to_ir_label', 'train_irn', 'make_sem_seg', 'eval_sem_seg', 'train_seg', 'eval_seg',
+          'predict')
 STAGE_MODULES = {'make_sem_seg': 'step.make_sem_seg_labels'}
 CAM_BATCH_SIZE = 16             # train_cam's global batch
 CLIMS_BATCH_SIZE = 8            # QA-CLIMS global batch: the reference's 4 per GPU x 2 GPUs
 REFERENCE_NETWORKS = {'cam_network': 'net.resnet50_cam', 'clims_network': 'net.resnet50_clims',
                       'irn_network': 'net.resnet50_irn'}
 REFERENCE_LIST_FLAGS = ('train_list', 'val_list', 'infer_list')
+IRN_MIN_CROP = 76               # crop // 4 >= 19: IRNet's radius-10 pairs need > 2 x 9 columns
+SEG_OUTPUT_STRIDE = 8           # DeepLab's output stride
+
+
+class FlagError(ValueError):
+    """A flag value (or combination) that cannot be run; reported as an argparse error."""
 
 
 def str2bool(value):
@@ -42,21 +51,64 @@ def str2bool(value):
     raise argparse.ArgumentTypeError('expected True or False, got %r' % value)
 
 
-def float_tuple(value):
-    return tuple(float(v) for v in value.split(',') if v.strip())
+def _number(value, kind, expected):
+    """``kind(value)``, or an argparse error saying what was ``expected``."""
+    try:
+        return kind(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError('expected %s, got %r' % (expected, value)) from None
 
 
-def positive_int(value):
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError('expected an integer >= 1, got %r' % value)
+def int_at_least(minimum, why=''):
+    """argparse type: an integer >= ``minimum`` (``why`` says where the bound comes from)."""
+    expected = 'an integer >= %d%s' % (minimum, why)
+
+    def parse(value):
+        number = _number(value, int, expected)
+        if number < minimum:
+            raise argparse.ArgumentTypeError('expected %s, got %r' % (expected, value))
+        return number
+    parse.__name__ = 'int_at_least_%d' % minimum
+    return parse
+
+
+positive_int = int_at_least(1)
+non_negative_int = int_at_least(0)
+cam_crop_size = int_at_least(
+    NETWORK_STRIDE, ' (the CAM network\'s output stride: a smaller crop is less than one '
+    'feature cell)')
+irn_crop_size = int_at_least(
+    IRN_MIN_CROP, ' (IRNet\'s pairs within radius 10 need a stride-4 grid of more than 18 '
+    'columns)')
+seg_crop_size = int_at_least(
+    SEG_OUTPUT_STRIDE, ' (DeepLab\'s output stride: a smaller crop is less than one output '
+    'cell)')
+
+
+def unit_interval(value):
+    """argparse type: a threshold in [0, 1]."""
+    number = _number(value, float, 'a number in [0, 1]')
+    if not 0 <= number <= 1:
+        raise argparse.ArgumentTypeError('expected a number in [0, 1], got %r' % value)
     return number
 
 
+def positive_float_tuple(value):
+    """argparse type: a non-empty comma-separated list of numbers > 0 ("1.0,0.5")."""
+    expected = 'a comma-separated list of numbers > 0'
+    parts = [v for v in value.split(',') if v.strip()]
+    numbers = tuple(_number(v, float, expected) for v in parts)
+    if not numbers or min(numbers) <= 0:
+        raise argparse.ArgumentTypeError('expected %s, got %r' % (expected, value))
+    return numbers
+
+
 def int_pair(value):
-    pair = tuple(int(v) for v in value.split(','))
-    if len(pair) != 2:
-        raise argparse.ArgumentTypeError('expected two integers "MIN,MAX", got %r' % value)
+    """argparse type: "MIN,MAX", two integers with 1 <= MIN <= MAX."""
+    expected = 'two integers "MIN,MAX" with 1 <= MIN <= MAX'
+    pair = tuple(_number(v, int, expected) for v in value.split(','))
+    if len(pair) != 2 or not 1 <= pair[0] <= pair[1]:
+        raise argparse.ArgumentTypeError('expected %s, got %r' % (expected, value))
     return pair
 
 
@@ -68,6 +120,9 @@ def build_parser():
     g.add_argument('--voc12_root', default=None, help='VOCdevkit/VOC2012 folder')
     g.add_argument('--mscoco_root', default=None,
                    help='MS COCO 2014 folder (train2014/, val2014/, annotations/)')
+    g.add_argument('--data_root', default=None,
+                   help='--dataset folder: your own data (images/, classes.txt, labels.csv or '
+                   'labels.json, optional splits/ and masks/; see data/folder.py)')
     g.add_argument('--work_space', default='work_space', help='folder of every output')
     g.add_argument('--log_name', default='run', help='log file name in work_space')
     g.add_argument('--train_list', default=None,
@@ -84,7 +139,7 @@ def build_parser():
                    'and pseudo masks of the first 10,000 images of the list (ascending image id), '
                    'eval_cam on the first 9,999, eval_sem_seg on the first 10,000, --eval_cam_best '
                    'sweep 0.10..0.58 step 0.02; full: every listed image, sweep 0.05..0.59')
-    g.add_argument('--num_workers', default=os.cpu_count() or 1, type=int)
+    g.add_argument('--num_workers', default=os.cpu_count() or 1, type=non_negative_int)
     g.add_argument('--seed', default=0, type=int)
     g.add_argument('--device', default='auto', help="'auto', 'cpu', 'cuda', 'cuda:1', ...")
     g.add_argument('--amp', default=False, type=str2bool, help='mixed precision (bf16 on CPU)')
@@ -97,14 +152,14 @@ def build_parser():
     g = p.add_argument_group('baseline CAM network')
     g.add_argument('--imagenet_weights', default=None,
                    help='torchvision ImageNet ResNet-50 weights file (backbone initialisation)')
-    g.add_argument('--cam_batch_size', default=None, type=int,
+    g.add_argument('--cam_batch_size', default=None, type=positive_int,
                    help='train_cam\'s global batch (default %d); with --train_qa_clims_pass and '
                    'no --clims_batch_size also the per-process QA-CLIMS batch, as in the '
                    'reference\'s scripts' % CAM_BATCH_SIZE)
-    g.add_argument('--cam_num_epoches', default=5, type=int)
+    g.add_argument('--cam_num_epoches', default=5, type=positive_int)
     g.add_argument('--cam_learning_rate', default=0.1, type=float)
     g.add_argument('--cam_weight_decay', default=1e-4, type=float)
-    g.add_argument('--cam_crop_size', default=512, type=int)
+    g.add_argument('--cam_crop_size', default=512, type=cam_crop_size)
     g.add_argument('--cam_resize_long', default=(320, 640), type=int_pair,
                    help='random long-side resize range "MIN,MAX"')
     g.add_argument('--cam_detach_early_stages', default=False, type=str2bool,
@@ -112,8 +167,8 @@ def build_parser():
                         'layer1-2 (the authors train every stage but conv1/bn1)')
     g.add_argument('--fix_momentum_quirk', default=False, type=str2bool,
                    help='use SGD momentum 0.9 instead of the reference\'s effective 1e-4')
-    g.add_argument('--cam_eval_thres', default=0.15, type=float)
-    g.add_argument('--cam_scales', default=(1.0, 0.5, 1.5, 2.0), type=float_tuple)
+    g.add_argument('--cam_eval_thres', default=0.15, type=unit_interval)
+    g.add_argument('--cam_scales', default=(1.0, 0.5, 1.5, 2.0), type=positive_float_tuple)
     g.add_argument('--eval_cam_best', default=False, type=str2bool,
                    help='also sweep thresholds 0.05..0.59 and report the best')
 
@@ -121,7 +176,8 @@ def build_parser():
     g.add_argument('--vqa_model', default='Salesforce/blip-vqa-capfilt-large',
                    help='folder of a HuggingFace BLIP VQA model (or a hub id)')
     g.add_argument('--vqa_list', default=None, help='images to ask about (default: --train_list)')
-    g.add_argument('--vqa_batch_size', default=4, type=int, help='images per generate call')
+    g.add_argument('--vqa_batch_size', default=4, type=positive_int,
+                   help='images per generate call')
     g.add_argument('--vqa_image_size', default=480, type=int)
     g.add_argument('--vqa_num_beams', default=3, type=int)
     g.add_argument('--vqa_max_length', default=10, type=int)
@@ -136,10 +192,10 @@ def build_parser():
                    help='also write the reference pickled .npy files')
 
     g = p.add_argument_group('QA-CLIMS training')
-    g.add_argument('--clims_num_epoches', default=15, type=int)
+    g.add_argument('--clims_num_epoches', default=15, type=positive_int)
     g.add_argument('--clims_learning_rate', default=None, type=float,
                    help='backbone lr (classifier 10x); ' + per_dataset_help('clims_learning_rate'))
-    g.add_argument('--clims_batch_size', default=None, type=int,
+    g.add_argument('--clims_batch_size', default=None, type=positive_int,
                    help='global batch (default %d: the reference\'s 4 per GPU on 2 GPUs)'
                    % CLIMS_BATCH_SIZE)
     g.add_argument('--clims_loss_ref_batch', default=4, type=positive_int,
@@ -177,11 +233,11 @@ def build_parser():
                    + per_dataset_help('seg_train_list'))
     g.add_argument('--seg_label_dir', default='sem_seg',
                    help='pseudo masks to train on (bare name in work_space); gt = ground truth')
-    g.add_argument('--seg_batch_size', default=10, type=int, help='global batch')
-    g.add_argument('--seg_crop_size', default=321, type=int)
-    g.add_argument('--seg_scales', default=(0.5, 0.75, 1.0, 1.25, 1.5), type=float_tuple,
+    g.add_argument('--seg_batch_size', default=10, type=positive_int, help='global batch')
+    g.add_argument('--seg_crop_size', default=321, type=seg_crop_size)
+    g.add_argument('--seg_scales', default=(0.5, 0.75, 1.0, 1.25, 1.5), type=positive_float_tuple,
                    help='training rescale factors, one drawn per image (CLIMS: up to 2.0)')
-    g.add_argument('--seg_num_iters', default=30000, type=int)
+    g.add_argument('--seg_num_iters', default=30000, type=positive_int)
     g.add_argument('--seg_learning_rate', default=2.5e-4, type=float)
     g.add_argument('--seg_weight_decay', default=5e-4, type=float)
     g.add_argument('--seg_msc', default=True, type=str2bool,
@@ -196,13 +252,21 @@ def build_parser():
                    help='max gradient norm (0 = no clipping, the DeepLab protocol)')
     g.add_argument('--seg_weights_name', default='deeplab_seg.safetensors')
     g.add_argument('--seg_eval_set', default='val')
-    g.add_argument('--seg_eval_scales', default=(0.5, 0.75, 1.0, 1.25, 1.5), type=float_tuple)
+    g.add_argument('--seg_eval_scales', default=(0.5, 0.75, 1.0, 1.25, 1.5),
+                   type=positive_float_tuple)
     g.add_argument('--seg_eval_flip', default=True, type=str2bool,
                    help='average with the horizontally flipped image')
     g.add_argument('--seg_crf', default=False, type=str2bool)
     g.add_argument('--seg_out_dir', default='seg_pred')
     g.add_argument('--seg_submission', default=False, type=str2bool,
                    help='also write results/VOC2012/Segmentation/comp6_test_cls/*.png')
+    g.add_argument('--predict_images', default=None,
+                   help='predict: folder or glob of new images to segment with '
+                   '--seg_weights_name (eval_seg\'s --seg_eval_scales, --seg_eval_flip, --seg_crf)')
+    g.add_argument('--predict_out_dir', default='predictions',
+                   help='predict: masks/, color/, overlay/ and predictions.json')
+    g.add_argument('--predict_batch_size', default=4, type=positive_int,
+                   help='predict: images of the same size per forward pass')
 
     g = p.add_argument_group('weights and outputs (bare names live in work_space)')
     g.add_argument('--cam_weights_name', default='res50_cam.safetensors')
@@ -217,24 +281,25 @@ def build_parser():
     g.add_argument('--irn_weights_name', default='res50_irn.safetensors')
 
     g = p.add_argument_group('IRNet')
-    g.add_argument('--conf_fg_thres', default=0.30, type=float)
-    g.add_argument('--conf_bg_thres', default=0.10, type=float,
+    g.add_argument('--conf_fg_thres', default=0.30, type=unit_interval,
+                   help='above --conf_bg_thres')
+    g.add_argument('--conf_bg_thres', default=0.10, type=unit_interval,
                    help='reference default 0.10 (IRNet used 0.05)')
     g.add_argument('--irn_backbone_weights', default=None,
                    help='initialise the IRNet backbone from a CAM checkpoint instead of '
                         '--imagenet_weights')
-    g.add_argument('--irn_crop_size', default=512, type=int)
-    g.add_argument('--irn_batch_size', default=32, type=int, help='global batch')
-    g.add_argument('--irn_num_epoches', default=3, type=int)
+    g.add_argument('--irn_crop_size', default=512, type=irn_crop_size)
+    g.add_argument('--irn_batch_size', default=32, type=positive_int, help='global batch')
+    g.add_argument('--irn_num_epoches', default=3, type=positive_int)
     g.add_argument('--irn_learning_rate', default=0.1, type=float)
     g.add_argument('--irn_weight_decay', default=1e-4, type=float)
-    g.add_argument('--irn_rescale', default=(0.5, 1.5), type=float_tuple,
+    g.add_argument('--irn_rescale', default=(0.5, 1.5), type=positive_float_tuple,
                    help='random rescale factor drawn uniformly in "MIN,MAX" (the reference '
                         'passes (0.5, 1.5); IRNet\'s own (0.5, 1.0, 1.5) means 0.5,1.0)')
     g.add_argument('--beta', default=10, type=float)
-    g.add_argument('--exp_times', default=8, type=int,
+    g.add_argument('--exp_times', default=8, type=non_negative_int,
                    help='the random walk takes 2^exp_times steps')
-    g.add_argument('--sem_seg_bg_thres', default=0.20, type=float,
+    g.add_argument('--sem_seg_bg_thres', default=0.20, type=unit_interval,
                    help='reference default 0.20 (IRNet used 0.25)')
     g.add_argument('--sem_seg_color', default=False, type=str2bool,
                    help='also write VOC-palette pseudo masks to <sem_seg_out_dir>_color')
@@ -265,26 +330,26 @@ def launched_world_size():
 
 def check_reference_flags(args):
     """The reference's flags without a counterpart here: accepted when they
-    describe what this code does, else a ValueError saying what to use.
+    describe what this code does, else a FlagError saying what to use.
     Returns notes for the log."""
     for flag, module in REFERENCE_NETWORKS.items():
         value = getattr(args, flag)
         if value is not None and value != module:
-            raise ValueError('--%s %s: the only network of that stage is %s; drop --%s'
+            raise FlagError('--%s %s: the only network of that stage is %s; drop --%s'
                              % (flag, value, module, flag))
     if args.feature_dim is not None and args.feature_dim != 2048:
-        raise ValueError('--feature_dim %d: the ResNet-50 features have 2048 channels; drop '
+        raise FlagError('--feature_dim %d: the ResNet-50 features have 2048 channels; drop '
                          '--feature_dim' % args.feature_dim)
     launched = 'WORLD_SIZE' in os.environ
     if args.use_distributed_train and not launched:
-        raise ValueError('--use_distributed_train True: start run_sample.py with torchrun '
+        raise FlagError('--use_distributed_train True: start run_sample.py with torchrun '
                          '--nproc_per_node N (or python -m torch.distributed.launch), which runs '
                          'DDP; in one process drop --use_distributed_train')
     if args.use_distributed_train is False and launched_world_size() > 1:
-        raise ValueError('--use_distributed_train False, but the launcher started %d processes: '
+        raise FlagError('--use_distributed_train False, but the launcher started %d processes: '
                          'drop the flag (DDP follows the launcher)' % launched_world_size())
     if args.local_rank is not None and str(args.local_rank) != os.environ.get('LOCAL_RANK'):
-        raise ValueError('--local_rank %d does not match LOCAL_RANK=%s: --local_rank is for '
+        raise FlagError('--local_rank %d does not match LOCAL_RANK=%s: --local_rank is for '
                          'torch.distributed.launch / torchrun to pass; drop it'
                          % (args.local_rank, os.environ.get('LOCAL_RANK', '(unset)')))
     notes = []
@@ -331,10 +396,26 @@ def resolve_batch_sizes(args):
     return notes
 
 
+def check_flag_combinations(args):
+    """What one flag's type cannot check: the confident-region thresholds in
+    order, the rescale range. A FlagError names the flags and what is allowed."""
+    if args.conf_fg_thres <= args.conf_bg_thres:
+        raise FlagError('--conf_fg_thres %s must be above --conf_bg_thres %s (both in [0, 1]): '
+                        'the foreground threshold marks the confident foreground, the lower '
+                        'background threshold the confident background'
+                        % (args.conf_fg_thres, args.conf_bg_thres))
+    rescale = args.irn_rescale
+    if len(rescale) < 2 or rescale[0] > rescale[1]:
+        raise FlagError('--irn_rescale %s: expected "MIN,MAX" with 0 < MIN <= MAX (a third value, '
+                        'as in IRNet\'s (0.5, 1.0, 1.5), is ignored)'
+                        % ','.join('%g' % v for v in rescale))
+
+
 def resolve_args(args):
     """Complete parsed arguments in place: per-dataset defaults (data.registry),
     the reference's flags and list paths, batch sizes. Returns notes for the
-    log; a refused flag raises ValueError."""
+    log; a refused flag or combination raises FlagError."""
+    check_flag_combinations(args)
     filled = fill_dataset_defaults(args)
     notes = ['defaults of --dataset %s: %s' % (args.dataset, ', '.join(
         '--%s %s' % item for item in filled.items()))] if filled else []
@@ -365,10 +446,14 @@ def run_stages(args):
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
         run_stages(args)
+    except FlagError as e:
+        parser.error(str(e))
     finally:
+        release_outputs()
         dist.shutdown()
 
 

@@ -74,6 +74,19 @@ def class_mask(anns, height, width, class_index):
     return out
 
 
+def images_by_stem(images, path):
+    """{file stem: image id} of the ``images`` of an annotation file; a file listed
+    twice is an error naming the annotation file and both entries."""
+    by_stem, entry = {}, {}
+    for index, img in enumerate(images):
+        stem = os.path.splitext(img['file_name'])[0]
+        if stem in by_stem:
+            raise ValueError('%s lists the image %s twice (images[%d] and images[%d]): remove '
+                             'the repeated entry' % (path, stem, entry[stem], index))
+        by_stem[stem], entry[stem] = img['id'], index
+    return by_stem
+
+
 def image_number(image_id):
     """The COCO image id of a file stem: ``COCO_train2014_000000000009`` -> 9."""
     return int(image_id.rsplit('_', 1)[1])
@@ -114,7 +127,7 @@ class COCO14(SegmentationSource):
         if tuple(names) != COCO_CLASS_NAMES:
             raise ValueError('%s does not have the 80 COCO categories in the standard order'
                              % path)
-        by_stem = {os.path.splitext(img['file_name'])[0]: img['id'] for img in coco.dataset['images']}
+        by_stem = images_by_stem(coco.dataset['images'], path)
         return coco, {c: i for i, c in enumerate(cat_ids)}, by_stem
 
     def _image_record(self, image_id):

@@ -5,6 +5,8 @@ import os
 import numpy as np
 
 from misc.io import read_label_png, read_rgb
+from misc.palette import color_map
+from vqa.text_features import CLASS_ALIASES
 
 
 class SegmentationSource(abc.ABC):
@@ -13,10 +15,25 @@ class SegmentationSource(abc.ABC):
     Subclasses set ``root``, ``class_names`` (names used on the text side,
     e.g. ``dining table``), and implement :meth:`split_ids`,
     :meth:`image_path`, :meth:`mask_path` and :meth:`image_label_ids`.
+    ``masks_optional``: the dataset may lack masks (the scoring stages then
+    score the images that have one, or skip scoring, and say so); on VOC and
+    COCO a missing mask is an error.
     """
 
     name = 'dataset'
     class_names = ()
+    masks_optional = False
+
+    @property
+    def class_aliases(self):
+        """{class name: names that count as the class in an FG answer} (the
+        reference's ``supply_cat``; see :func:`vqa.text_features.fg_prompted_answers`)."""
+        return CLASS_ALIASES
+
+    @property
+    def palette(self):
+        """Flat [r, g, b, ...] palette of the colour PNGs (index = class id)."""
+        return color_map()
 
     @property
     def n_classes(self):
@@ -67,13 +84,30 @@ class SegmentationSource(abc.ABC):
     def read_mask(self, image_id):
         return read_label_png(self.mask_path(image_id))
 
+    def has_mask(self, image_id):
+        return os.path.isfile(self.mask_path(image_id))
+
 
 def read_id_list(path):
-    """Ids in a list file: first whitespace-separated token of each line."""
+    """Ids in a list file: first whitespace-separated token of each line.
+
+    A repeated id is an error naming both lines: an image listed twice would
+    be trained on, or scored, twice.
+    """
     if not os.path.isfile(path):
         raise FileNotFoundError('image list %s does not exist' % path)
+    ids, first_line = [], {}
     with open(path) as f:
-        ids = [line.split()[0] for line in f if line.strip()]
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            image_id = line.split()[0]
+            if image_id in first_line:
+                raise ValueError('image list %s, line %d: %s is already listed on line %d; '
+                                 'remove the repeated line' % (path, number, image_id,
+                                                               first_line[image_id]))
+            first_line[image_id] = number
+            ids.append(image_id)
     if not ids:
         raise ValueError('image list %s is empty' % path)
     return ids

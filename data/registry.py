@@ -31,6 +31,11 @@ def _build_coco14(args):
     return COCO14(getattr(args, 'mscoco_root', None))
 
 
+def _build_folder(args):
+    from data.folder import FolderDataset
+    return FolderDataset(getattr(args, 'data_root', None))
+
+
 def _vqa_files(prefix):
     """FG/BG VQA results and their text-feature caches (run_*_qa_clims.sh names)."""
     return {'vqa_fg_file': '%s_vqa_fg_blip.json' % prefix,
@@ -50,6 +55,12 @@ DATASETS = MappingProxyType({
         train_list='train', infer_list='train', seg_train_list='train',
         clims_learning_rate=1e-5, hyper='30,24,0.2',
         **_vqa_files('coco')))),
+    # your own data (data/folder.py): every labelled image is in train unless
+    # splits/train.txt says otherwise; VOC's QA-CLIMS recipe
+    'folder': DatasetEntry('folder', _build_folder, MappingProxyType(dict(
+        train_list='train', infer_list='train', seg_train_list='train',
+        clims_learning_rate=3.5e-4, hyper='10,8,0.2',
+        **_vqa_files('folder')))),
 })
 
 

@@ -108,7 +108,9 @@ def load_reference_cams(path, required=CAM_ARRAYS):
         raise FileNotFoundError('%s does not exist' % path) from None
     except (ValueError, OSError, EOFError, pickle.UnpicklingError, AttributeError,
             ImportError, RuntimeError) as e:
-        raise ValueError('%s is not a readable CAM .npy of the reference (%s)' % (path, e)) from None
+        raise ValueError('%s is not a readable CAM .npy of the reference (%s): it is empty, '
+                         'truncated or not such a file; export it again from the authors\' '
+                         'make_cam' % (path, str(e) or type(e).__name__)) from None
     if not isinstance(record, dict):
         raise ValueError('%s holds a %s, not the reference CAM dict {keys, cam, high_res}'
                          % (path, type(record).__name__))

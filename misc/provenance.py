@@ -28,7 +28,7 @@ import json
 import os
 
 from misc import dist
-from misc.io import load_json, save_json
+from misc.io import claim_output, load_json, save_json
 from misc.logutil import get_logger
 
 RECORD_SUFFIX = '.provenance.json'
@@ -192,8 +192,13 @@ def claim_outputs(record, folders, suffix, overwrite):
     Outputs made under another record are removed, with the differences
     logged, before the record is written; with ``overwrite`` False every
     process refuses instead. Outputs without a record are kept (see the
-    module's docstring). Call on every process.
+    module's docstring). The main process first claims the folders (another
+    live run writing them is an error, :func:`misc.io.claim_output`). Call on
+    every process.
     """
+    if dist.is_main_process():
+        for folder in folders:
+            claim_output(folder)
     recorded = folder_record(folders[0])
     existing = _outputs(folders, suffix) if recorded != record else []
     stale = existing if recorded is not None else []
@@ -227,9 +232,12 @@ def claim_train_state(state_path, record, overwrite):
     A state of another record is deleted, with the differences logged, so
     that training starts over; with ``overwrite`` False every process refuses
     instead. A state without a record is resumed with a warning. The record
-    is written before any new state. Call on every process, before loading
-    the state.
+    is written before any new state. The main process first claims the state
+    (:func:`misc.io.claim_output`). Call on every process, before loading the
+    state.
     """
+    if dist.is_main_process():
+        claim_output(state_path)
     record_path = state_path + RECORD_SUFFIX
     recorded = load_json(record_path) if os.path.isfile(record_path) else None
     exists = os.path.isfile(state_path)

@@ -8,9 +8,9 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from misc import dist
-from misc.io import atomic_write
+from misc.io import atomic_write, claim_output
 from misc.logutil import get_logger
-from net.checkpoint import save_weights
+from net.checkpoint import save_weights, torch_load_tensors
 
 
 def save_train_state(path, model, optimizer, scheduler, epochs_done):
@@ -38,10 +38,17 @@ def write_final_weights(model, path, stage, metadata=None):
 
 
 def load_train_state(path, model, optimizer, scheduler, device):
-    """Restore a saved state if ``path`` exists; returns the number of epochs done."""
+    """Restore a saved state if ``path`` exists; returns the number of epochs done.
+
+    The main process first claims ``path``: another live run training into it
+    is an error naming that run (:func:`misc.io.claim_output`).
+    """
+    if dist.is_main_process():
+        claim_output(path)
     if not os.path.isfile(path):
         return 0
-    state = torch.load(path, map_location=device, weights_only=True)
+    state = torch_load_tensors(path, 'training state', 'delete it to start the training over',
+                               map_location=device)
     try:
         model.load_state_dict(state['model'])
         optimizer.load_state_dict(state['optimizer'])

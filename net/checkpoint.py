@@ -7,9 +7,11 @@ tensor appears under several names (``resnet50.layer1...``, ``stage1.4...``,
 are read with ``weights_only=True`` and reduced to the canonical names.
 """
 import os
+import pickle
+import re
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
 from misc.io import atomic_write
@@ -17,19 +19,64 @@ from misc.io import atomic_write
 # Prefixes under which the reference registers modules a second time.
 REFERENCE_ALIAS_PREFIXES = ('stage1.', 'stage2.', 'stage3.', 'stage4.', 'backbone.',
                             'newly_added.')
+WEIGHTS_FIX = 'copy or download it again'
+_UNSUPPORTED_GLOBAL = re.compile(r'Unsupported global: GLOBAL ([\w.]+)')
+
+
+def first_line(error):
+    """The first non-empty line of an exception's message, else its type name."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
+def require_nonempty(path, what, fix):
+    """A missing or zero-byte file is an error naming it and saying what to do."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError('%s %s does not exist' % (what, path))
+    if os.path.getsize(path) == 0:
+        raise ValueError('%s %s is empty (0 bytes): %s' % (what, path, fix))
+
+
+def torch_load_tensors(path, what, fix, map_location='cpu'):
+    """``torch.load(weights_only=True)`` with errors that name the file and say what to do.
+
+    A file that holds other Python objects than tensors is refused: reading
+    them would run code stored in the file.
+    """
+    require_nonempty(path, what, fix)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = _UNSUPPORTED_GLOBAL.search(str(e))
+        raise ValueError('%s %s holds Python objects other than tensors%s; it is not read, since '
+                         'reading them would run code from the file. Where the file comes from, '
+                         'save only its tensors (a state dict: torch.save(model.state_dict(), '
+                         '...), or safetensors)'
+                         % (what, path, ' (%s)' % found.group(1) if found else '')) from None
+    except Exception as e:
+        raise ValueError('%s %s cannot be read (%s): it is truncated or not a PyTorch file; %s'
+                         % (what, path, first_line(e), fix)) from None
+
+
+def read_safetensors(path, what='weights file', fix=WEIGHTS_FIX):
+    """The tensors of a safetensors file; an empty or truncated file is an error naming it."""
+    require_nonempty(path, what, fix)
+    try:
+        return load_file(path)
+    except SafetensorError as e:
+        raise safetensors_error(path, what, fix, e) from None
+
+
+def safetensors_error(path, what, fix, error):
+    return ValueError('%s %s is not a complete safetensors file (%s): it is truncated or '
+                      'damaged; %s' % (what, path, first_line(error), fix))
 
 
 def read_state_dict(path):
     """A ``{name: tensor}`` dict from a safetensors or torch state-dict file."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError('weights file %s does not exist' % path)
     if path.endswith('.safetensors'):
-        return load_file(path)
-    try:
-        state = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:
-        raise ValueError('%s could not be read as a torch state dict with weights_only=True '
-                         '(%s)' % (path, str(e).splitlines()[0])) from None
+        return read_safetensors(path)
+    state = torch_load_tensors(path, 'weights file', WEIGHTS_FIX)
     if isinstance(state, dict) and isinstance(state.get('state_dict'), dict):
         state = state['state_dict']
     if not isinstance(state, dict):
@@ -94,5 +141,9 @@ def read_weights_metadata(path):
     """The metadata of a safetensors file ({} for other formats or none stored)."""
     if not path.endswith('.safetensors') or not os.path.isfile(path):
         return {}
-    with safe_open(path, framework='pt') as f:
-        return dict(f.metadata() or {})
+    require_nonempty(path, 'weights file', WEIGHTS_FIX)
+    try:
+        with safe_open(path, framework='pt') as f:
+            return dict(f.metadata() or {})
+    except SafetensorError as e:
+        raise safetensors_error(path, 'weights file', WEIGHTS_FIX, e) from None

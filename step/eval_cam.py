@@ -11,6 +11,8 @@ threshold and the one the reference's early-stopping loop reports are
 recorded. On COCO the reference protocol scores the first 9,999 images of
 the split (:mod:`coco14.protocol`). The authors' ``.npy`` CAMs are read with
 ``--import_reference_cams True``. Results go to ``work_space/eval_cam.json``.
+On a folder dataset only the images with a mask are scored; without any,
+scoring is skipped with a warning saying why.
 """
 import os
 
@@ -26,6 +28,7 @@ from misc.logutil import get_logger
 from misc.metrics import ThresholdSweep, among_predfg_bg, original_early_stop_best
 from misc.paths import cam_out_dir
 from misc.report import iou_table
+from misc.stage import ids_to_score
 
 SWEEP_THRESHOLDS = tuple(i / 100.0 for i in range(5, 60))
 
@@ -96,7 +99,10 @@ def summarise(source, sweep, thresholds, args, n_images):
 def run(args):
     log = get_logger()
     source = build_source(args)
-    ids = protocol.eval_cam_image_ids(args, source.ids(args.chainer_eval_set))
+    listed = protocol.eval_cam_image_ids(args, source.ids(args.chainer_eval_set))
+    ids = ids_to_score(source, listed, args.chainer_eval_set, 'eval_cam')
+    if not ids:
+        return None
     cam_files = CamFiles.from_args(args)
     cam_files.require(ids, args.chainer_eval_set)
     thresholds = sweep_thresholds(args)

@@ -6,7 +6,7 @@ softmax probabilities averaged over the scales and flips at the image size
 is ``--seg_eval_scales 1.0 --seg_eval_flip False``); optionally refined by
 a dense CRF (``--seg_crf True``, DeepLab's settings). Predictions are written
 per image and atomically (``<seg_out_dir>/`` without CRF, ``<seg_out_dir>_crf/``
-with it, ``<seg_out_dir>_color/`` the final one in the VOC palette), so a
+with it, ``<seg_out_dir>_color/`` the final one in the dataset's palette), so a
 killed run resumes where it stopped (predictions made with other weights or
 inference settings, recorded in ``<seg_out_dir>.provenance.json``, are
 removed and redone; :mod:`misc.provenance`); under torchrun every process predicts its
@@ -30,30 +30,30 @@ from misc.logutil import get_logger
 from misc.metrics import confusion_matrix, iou_from_confusion, mean_iou
 from misc.paths import in_work_space
 from misc.report import comparison_table
-from misc.stage import pending_shard, prepare
+from misc.stage import ids_to_score, pending_shard, prepare
 from misc.training import autocast_context
 from net.checkpoint import load_weights, read_weights_metadata
 from net.deeplab import ARCHITECTURES
-from voc12.devkit import voc_palette
 
 SUBMISSION_DIR = os.path.join('results', 'VOC2012', 'Segmentation', 'comp6_test_cls')
 
 
-def multiscale_probs(model, img, scales, device, amp=False, flip=True):
-    """Softmax probabilities [C, H, W] averaged over scales (of the logits averaged
-    with those of the horizontally flipped image when ``flip``)."""
-    h, w = img.shape[:2]
+def multiscale_probs(model, imgs, scales, device, amp=False, flip=True):
+    """Softmax probabilities [N, C, H, W] of N images of one size (uint8 [H, W, 3]
+    each, one batch per scale) averaged over scales (of the logits averaged with
+    those of the horizontally flipped images when ``flip``)."""
+    n, (h, w) = len(imgs), imgs[0].shape[:2]
     total = None
     for s in scales:
-        scaled = img if s == 1 else imutils.pil_rescale(img, s, 3)
-        x = torch.from_numpy(np.ascontiguousarray(
-            imutils.hwc_to_chw(imutils.imagenet_normalize(scaled))))[None].to(device)
+        x = torch.from_numpy(np.stack([np.ascontiguousarray(imutils.hwc_to_chw(
+            imutils.imagenet_normalize(img if s == 1 else imutils.pil_rescale(img, s, 3))))
+            for img in imgs])).to(device)
         with autocast_context(device, amp):
             logits = model(torch.cat([x, x.flip(-1)]) if flip else x).float()
         if flip:
-            logits = (logits[0:1] + logits[1:2].flip(-1)) / 2
+            logits = (logits[:n] + logits[n:].flip(-1)) / 2
         probs = F.softmax(F.interpolate(logits, (h, w), mode='bilinear',
-                                        align_corners=False), dim=1)[0]
+                                        align_corners=False), dim=1)
         total = probs if total is None else total + probs
     return (total / len(scales)).cpu().numpy()
 
@@ -113,13 +113,13 @@ def predict_images(model, source, ids, args, dirs, device):
     the image done) and the colour PNG."""
     variants = list(dirs)
     final = variants[-1]
-    palette = voc_palette()
+    palette = source.palette
     with torch.no_grad():
         for image_id in tqdm(ids, desc='eval_seg', dynamic_ncols=True,
                              disable=not dist.is_main_process()):
             img = source.read_image(image_id)
-            probs = multiscale_probs(model, img, args.seg_eval_scales, device, args.amp,
-                                     args.seg_eval_flip)
+            probs = multiscale_probs(model, [img], args.seg_eval_scales, device, args.amp,
+                                     args.seg_eval_flip)[0]
             preds = predictions(probs, img, args.seg_crf)
             save_png(os.path.join(dirs[final] + '_color', image_id + '.png'), preds[final],
                      palette)
@@ -171,12 +171,13 @@ def run(args):
     if args.seg_submission:
         copy_submission(ids, color_dir, args.work_space)
         dist.barrier()
-    if not all(os.path.isfile(source.mask_path(i)) for i in ids):
+    scored = ids_to_score(source, ids, args.seg_eval_set, 'eval_seg')
+    if not scored or not all(source.has_mask(i) for i in scored):
         log.info('eval_seg: %s has no ground truth; predictions -> %s', args.seg_eval_set,
                  dirs[variants[-1]])
         return None
-    confusions = summed_confusions(source, ids, dirs, n_class, device)
-    result = {'dataset': source.name, 'split': args.seg_eval_set, 'n_images': len(ids),
+    confusions = summed_confusions(source, scored, dirs, n_class, device)
+    result = {'dataset': source.name, 'split': args.seg_eval_set, 'n_images': len(scored),
               'arch': args.seg_arch, 'msc': args.seg_msc, 'flip': args.seg_eval_flip,
               'scales': list(args.seg_eval_scales),
               **scores(confusions, source.label_names),

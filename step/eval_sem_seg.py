@@ -8,7 +8,8 @@ Predictions are the PNGs of ``--sem_seg_out_dir``; 255 in a prediction is
 counted as background, GT void is ignored. Writes
 ``work_space/eval_sem_seg.json`` with mIoU (nanmean), per-class IoU and the
 FP/FN rates the reference prints (their class mean is a plain mean: NaN as
-soon as a class is absent, as in the reference).
+soon as a class is absent, as in the reference). On a folder dataset only the
+images with a mask are scored; without any, scoring is skipped with a warning.
 """
 import os
 
@@ -23,6 +24,7 @@ from misc.logutil import get_logger
 from misc.metrics import confusion_matrix, fp_fn_rates, mean_iou
 from misc.paths import in_work_space
 from misc.report import iou_table
+from misc.stage import ids_to_score
 
 
 def read_prediction(path, shape):
@@ -37,7 +39,10 @@ def read_prediction(path, shape):
 def run(args):
     log = get_logger()
     source = build_source(args)
-    ids = protocol.cam_image_ids(args, source.ids(args.chainer_eval_set))
+    listed = protocol.cam_image_ids(args, source.ids(args.chainer_eval_set))
+    ids = ids_to_score(source, listed, args.chainer_eval_set, 'eval_sem_seg')
+    if not ids:
+        return None
     pred_dir = in_work_space(args, args.sem_seg_out_dir)
     missing = [i for i in ids if not os.path.isfile(os.path.join(pred_dir, i + '.png'))]
     if missing:

@@ -5,7 +5,7 @@ propagated with the sparse transition matrix (:mod:`misc.random_walk`),
 upsampled x4, divided by their GLOBAL max, background padded at
 ``--sem_seg_bg_thres``, argmax -> class ids. Reference behaviour kept: an
 image whose CAMs are all zero gives 0/0 = NaN and the argmax labels it with
-its first class. One grayscale PNG per image (and a VOC-palette copy with
+its first class. One grayscale PNG per image (and a copy in the dataset's palette with
 ``--sem_seg_color True``); resumable, atomic, sharded under torchrun. The
 authors' ``.npy`` CAMs are read with ``--import_reference_cams True``; on
 COCO the reference protocol covers the first 10,000 images of
@@ -30,7 +30,6 @@ from misc.random_walk import propagate_to_edge
 from misc.stage import pending_shard, prepare
 from net.checkpoint import load_weights
 from net.resnet50_irn import IRNet, edge_map
-from voc12.devkit import voc_palette
 
 
 def random_walk_scores(cams, edge, size, beta, exp_times, bg_thres):
@@ -72,7 +71,7 @@ def run(args):
              args.exp_times, args.sem_seg_bg_thres)
     loader = DataLoader(MultiScaleDataset(source, shard, (1.0,)), batch_size=1, shuffle=False,
                         num_workers=args.num_workers)
-    palette = voc_palette()
+    palette = source.palette
     with torch.no_grad():
         for pack in tqdm(loader, desc='make_sem_seg', disable=not dist.is_main_process(),
                          dynamic_ncols=True):

@@ -69,7 +69,7 @@ def text_bank_for(source, ids, clip_model, args, device):
     with torch.no_grad():
         label_features = clip_model.encode_prompts(list(class_names), fg_cache.prompt).cpu()
     bank = build_text_bank(pairs, class_names, label_features, fg_results, bg_results,
-                           fg_cache, bg_cache)
+                           fg_cache, bg_cache, source.class_aliases)
     return bank.to(device)
 
 

@@ -15,9 +15,12 @@ weights 10 lr, ASPP biases 20 lr without weight decay; see ``net.deeplab``).
 random initialisation.
 Resumable after every pass over the data; DDP under torchrun (SyncBatchNorm on
 GPUs for DeepLabV3; DeepLabV2's BatchNorm is frozen); AMP with ``--amp``;
-TensorBoard when installed. The weights file records the architecture and MSC.
+TensorBoard when installed. The weights file records the architecture, MSC
+and the class names (JSON list, background implicit), so ``tools/predict.py``
+needs no dataset.
 """
 import contextlib
+import json
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -162,5 +165,6 @@ def run(args):
     bar.close()
     write_final_weights(model, weights_path, 'train_seg',
                         {'arch': args.seg_arch, 'msc': str(args.seg_msc),
-                         'n_classes': str(source.n_classes + 1)})
+                         'n_classes': str(source.n_classes + 1),
+                         'class_names': json.dumps(list(source.class_names))})
     provenance.write_weights_record(weights_path, record)

@@ -59,6 +59,13 @@ def kill_when(cmd, ready, timeout=300):
     proc.wait()
 
 
+def dead_pid():
+    """The id of a process that has ended (a child that was started and reaped)."""
+    proc = subprocess.Popen([sys.executable, '-c', ''])
+    proc.wait()
+    return proc.pid
+
+
 def has_file_ending(folder, suffix):
     return folder.is_dir() and any(n.endswith(suffix) for n in os.listdir(folder))
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REF, VOC_MINI, has_file_ending, kill_when, reference_ids, run_sample_cmd
+from conftest import (REF, VOC_MINI, dead_pid, has_file_ending, kill_when, reference_ids,
+                      run_sample_cmd)
 from misc import io as mio
 from tools.export_cams_npy import export_cams
 
@@ -53,7 +54,7 @@ def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
 
 
 def test_stale_partial_files_are_removed(tmp_path):
-    (tmp_path / '.a.npz.123.partial').write_bytes(b'x')
+    (tmp_path / ('.a.npz.%d.partial' % dead_pid())).write_bytes(b'x')
     (tmp_path / 'b.npz').write_bytes(b'y')
     assert mio.remove_partial_files(str(tmp_path)) == 1
     assert os.listdir(tmp_path) == ['b.npz']

@@ -32,9 +32,10 @@ def test_existing_labels_are_skipped(tmp_path):
     shutil.copytree(REF / 'cams', tmp_path / 'cams')
     (tmp_path / 'ir_label').mkdir()
     marker = tmp_path / 'ir_label' / (train[0] + '.png')
-    marker.write_bytes(b'kept')
+    Image.new('L', (3, 2), 7).save(marker)          # a readable PNG no run would write
+    kept = marker.read_bytes()
     run_sample.main(['--voc12_root', str(VOC_MINI), '--work_space', str(tmp_path),
                      '--train_list', 'train', '--num_workers', '1',
                      '--cam_to_ir_label_pass', 'True'])
-    assert marker.read_bytes() == b'kept'
+    assert marker.read_bytes() == kept
     assert sorted(os.listdir(tmp_path / 'ir_label')) == sorted(i + '.png' for i in train)

@@ -13,7 +13,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 import run_sample
-from conftest import REF, VOC_MINI, run_sample_cmd
+from conftest import REF, VOC_MINI, dead_pid, run_sample_cmd
 from data.loaders import SegmentationTrainDataset
 from net.checkpoint import save_weights
 from net.deeplab import ARCHITECTURES, DeepLabV2, build_segmentation_model
@@ -289,11 +289,12 @@ def test_eval_seg_resumes_and_checks_the_architecture(tmp_path):
     first = json.loads((tmp_path / 'eval_seg.json').read_text())
     n_images = first['n_images']
     os.remove(tmp_path / 'seg_pred' / sorted(os.listdir(tmp_path / 'seg_pred'))[0])
-    (tmp_path / 'seg_pred' / '.x.png.1.partial').write_bytes(b'half')
+    orphan = tmp_path / 'seg_pred' / ('.x.png.%d.partial' % dead_pid())    # a killed writer's
+    orphan.write_bytes(b'half')
     run_sample.main(eval_args(tmp_path))
     assert '%d already predicted, 1 in this process' % (n_images - 1) in \
         (tmp_path / 'run.log').read_text()
-    assert not (tmp_path / 'seg_pred' / '.x.png.1.partial').exists()
+    assert not orphan.exists()
     assert json.loads((tmp_path / 'eval_seg.json').read_text())['plain'] == first['plain']
     with pytest.raises(ValueError, match='trained with --seg_arch deeplabv2; evaluate it with'):
         run_sample.main(eval_args(tmp_path, '--seg_arch', 'deeplabv2_caffe'))

@@ -5,8 +5,9 @@
         --vqa_bg_file vqa/voc_vqa_bg_blip.json --vqa_bg_cache_file vqa/voc_vqa_bg_blip_ViT-L-14_cache.safetensors \\
         --clip ViT-L/14
 
-Arguments as the reference script. The answers encoded are those the
-reference selects: the lemmas of the 6 FG / 10 BG question templates, found
+Arguments as the reference script (``folder --data_root DIR`` for a folder
+dataset: its classes.txt gives the class names and aliases). The answers
+encoded are those the reference selects: the lemmas of the 6 FG / 10 BG question templates, found
 by their position in the ``vqa`` list of the file's first entry; other
 questions are ignored (``vqa.text_features.answer_selector``). VQA results
 are our JSON; the authors' pickled ``voc_vqa_*_blip.npy`` are converted to
@@ -29,11 +30,26 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from net.clip_models import (load_clip, read_clip_state_dict, resolve_clip_file,  # noqa: E402
                               tokenize, weights_checksum)
 from coco14.dataset import COCO_CLASS_NAMES  # noqa: E402
+from data.folder import read_classes  # noqa: E402
 from voc12.devkit import TEXT_CLASS_NAMES  # noqa: E402
 from vqa.results import import_reference_npy, load_results  # noqa: E402
-from vqa.text_features import PROMPT, TextFeatureCache, build_cache, cache_texts  # noqa: E402
+from vqa.text_features import (CLASS_ALIASES, PROMPT, TextFeatureCache,  # noqa: E402
+                               build_cache, cache_texts)
 
 CLASS_NAMES = {'voc': TEXT_CLASS_NAMES, 'coco': COCO_CLASS_NAMES}
+DATASETS = sorted(CLASS_NAMES) + ['folder']
+PICKLE_WARNING = ('Importing a pickle runs code stored in the file: only import files from a '
+                  'trusted source')
+
+
+def class_names_and_aliases(dataset, data_root):
+    """(class names, {name: names counted as it in FG answers}) of the dataset: VOC's
+    or COCO's with the reference's aliases, or a folder dataset's ``classes.txt``."""
+    if dataset != 'folder':
+        return CLASS_NAMES[dataset], CLASS_ALIASES
+    if not data_root:
+        raise ValueError('dataset folder needs --data_root DIR (the folder with classes.txt)')
+    return read_classes(os.path.join(data_root, 'classes.txt'))
 
 
 def our_cache_path(path):
@@ -75,10 +91,11 @@ def reference_cache_features(npy_path):
     return table
 
 
-def import_reference_cache(npy_path, results, kind, clip_name, checksum, source=None):
+def import_reference_cache(npy_path, results, kind, clip_name, checksum, source=None,
+                           aliases=CLASS_ALIASES):
     """Our cache from the authors' one, for the texts our results need."""
     table = reference_cache_features(npy_path)
-    texts = cache_texts(results, kind, source)
+    texts = cache_texts(results, kind, source, aliases)
     missing = [t for t in texts if t not in table]
     if missing:
         raise KeyError('%s lacks %d texts of the VQA results, first %s'
@@ -91,7 +108,9 @@ def import_reference_cache(npy_path, results, kind, clip_name, checksum, source=
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('dataset', choices=sorted(CLASS_NAMES))
+    p.add_argument('dataset', choices=DATASETS)
+    p.add_argument('--data_root', default=None,
+                   help='dataset folder: the folder whose classes.txt names the classes')
     p.add_argument('--vqa_fg_file', required=True)
     p.add_argument('--vqa_fg_cache_file', required=True)
     p.add_argument('--vqa_bg_file', required=True)
@@ -100,11 +119,12 @@ def main(argv=None):
     p.add_argument('--clip_weights', default=None, help='explicit CLIP weights file')
     p.add_argument('--device', default='cpu')
     p.add_argument('--import_reference_npy', action='store_true',
-                   help='allow reading the authors\' pickled VQA .npy files')
+                   help='allow reading the authors\' pickled VQA .npy files. ' + PICKLE_WARNING)
     p.add_argument('--import_reference_cache', nargs=2, metavar=('FG_NPY', 'BG_NPY'),
-                   help='convert the authors\' pickled caches instead of encoding')
+                   help='convert the authors\' pickled caches instead of encoding. '
+                   + PICKLE_WARNING)
     a = p.parse_args(argv)
-    class_names = CLASS_NAMES[a.dataset]
+    class_names, aliases = class_names_and_aliases(a.dataset, a.data_root)
     clip_file = a.clip_weights or a.clip
     sources = {'fg': a.vqa_fg_file, 'bg': a.vqa_bg_file}
     results = {k: read_results(sources[k], class_names, a.import_reference_npy) for k in sources}
@@ -113,12 +133,12 @@ def main(argv=None):
         checksum = weights_checksum(read_clip_state_dict(resolve_clip_file(clip_file)))
         npy_caches = dict(zip(('fg', 'bg'), a.import_reference_cache))
         caches = {k: import_reference_cache(npy_caches[k], results[k], k, a.clip, checksum,
-                                            sources[k]) for k in ('fg', 'bg')}
+                                            sources[k], aliases) for k in ('fg', 'bg')}
     else:
         model = load_clip(clip_file, device=a.device)
         with torch.no_grad():
             caches = {k: build_cache(results[k], k, lambda prompts: model.encode_text(
-                tokenize(prompts)), a.clip, model.checksum, source=sources[k])
+                tokenize(prompts)), a.clip, model.checksum, source=sources[k], aliases=aliases)
                 for k in ('fg', 'bg')}
     for kind, cache in caches.items():
         cache.save(outputs[kind])

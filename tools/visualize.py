@@ -5,7 +5,7 @@ import numpy as np
 
 from misc.io import load_npz, read_label_png, save_png
 from misc.metrics import cam_to_label
-from voc12.devkit import voc_palette
+from misc.palette import color_map
 
 
 def jet(values):
@@ -21,20 +21,22 @@ def cam_overlay(img, cam_max, alpha=0.5):
     return np.clip(np.rint(blend), 0, 255).astype(np.uint8)
 
 
-def colorize_label(label):
-    """Class-id map -> RGB with the VOC palette (255 void is white-ish as in VOC)."""
-    palette = np.array(voc_palette(), np.uint8).reshape(256, 3)
-    return palette[np.asarray(label, np.uint8)]
+def colorize_label(label, palette=None):
+    """Class-id map -> RGB with ``palette`` (flat [r, g, b, ...]; default the
+    generated colour map, VOC's: 255 void is white-ish as in VOC)."""
+    colours = np.array(color_map() if palette is None else palette, np.uint8).reshape(-1, 3)
+    return colours[np.asarray(label, np.uint8)]
 
 
-def cam_panel(img, cams, gt=None, threshold=0.15):
-    """[image | CAM overlay | CAM labels at ``threshold`` | GT] side by side."""
+def cam_panel(img, cams, gt=None, threshold=0.15, palette=None):
+    """[image | CAM overlay | CAM labels at ``threshold`` | GT] side by side (labels in
+    ``palette``, see :func:`colorize_label`)."""
     high_res, keys = cams['high_res'], cams['keys']
     cam_max = high_res.max(0) if len(keys) else np.zeros(img.shape[:2], np.float32)
     tiles = [img, cam_overlay(img, cam_max),
-             colorize_label(cam_to_label(high_res, keys, threshold))]
+             colorize_label(cam_to_label(high_res, keys, threshold), palette)]
     if gt is not None:
-        tiles.append(colorize_label(gt))
+        tiles.append(colorize_label(gt, palette))
     gap = np.full((img.shape[0], 4, 3), 255, np.uint8)
     row = [tiles[0]]
     for tile in tiles[1:]:
@@ -47,9 +49,10 @@ def write_cam_panels(source, ids, cam_dir, out_dir, threshold=0.15):
     paths = []
     for image_id in ids:
         cams = load_npz(os.path.join(cam_dir, image_id + '.npz'), required=('keys', 'high_res'))
-        gt = source.read_mask(image_id) if os.path.isfile(source.mask_path(image_id)) else None
+        gt = source.read_mask(image_id) if source.has_mask(image_id) else None
         path = os.path.join(out_dir, image_id + '.png')
-        save_png(path, cam_panel(source.read_image(image_id), cams, gt, threshold))
+        save_png(path, cam_panel(source.read_image(image_id), cams, gt, threshold,
+                                 source.palette))
         paths.append(path)
     return paths
 
@@ -61,9 +64,9 @@ def write_label_panels(source, ids, label_dir, out_dir):
         img = source.read_image(image_id)
         label = read_label_png(os.path.join(label_dir, image_id + '.png'))
         gap = np.full((img.shape[0], 4, 3), 255, np.uint8)
-        row = [img, gap, colorize_label(label)]
-        if os.path.isfile(source.mask_path(image_id)):
-            row += [gap, colorize_label(source.read_mask(image_id))]
+        row = [img, gap, colorize_label(label, source.palette)]
+        if source.has_mask(image_id):
+            row += [gap, colorize_label(source.read_mask(image_id), source.palette)]
         path = os.path.join(out_dir, image_id + '.png')
         save_png(path, np.concatenate(row, axis=1))
         paths.append(path)

@@ -5,6 +5,7 @@ import os
 import xml.etree.ElementTree as ET
 
 from data.base import SegmentationSource, read_id_list
+from misc.palette import color_map as voc_palette  # noqa: F401  (VOC's palette is the generated map)
 
 XML_CLASS_NAMES = ('aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat',
                    'chair', 'cow', 'diningtable', 'dog', 'horse', 'motorbike', 'person',
@@ -13,21 +14,6 @@ TEXT_CLASS_NAMES = ('aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'ca
                     'chair', 'cow', 'dining table', 'dog', 'horse', 'motorbike', 'person',
                     'potted plant', 'sheep', 'sofa', 'train', 'tv monitor')
 _XML_INDEX = {name: i for i, name in enumerate(XML_CLASS_NAMES)}
-
-
-def voc_palette():
-    """The 256-entry VOC colour map as a flat [r, g, b, ...] list."""
-    palette = []
-    for i in range(256):
-        r = g = b = 0
-        c = i
-        for bit in range(8):
-            r |= ((c >> 0) & 1) << (7 - bit)
-            g |= ((c >> 1) & 1) << (7 - bit)
-            b |= ((c >> 2) & 1) << (7 - bit)
-            c >>= 3
-        palette += [r, g, b]
-    return palette
 
 
 class VOC12(SegmentationSource):

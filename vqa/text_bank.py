@@ -11,7 +11,7 @@ BG features are stored as indices into the BG cache (memory ~ pairs x 10 ints).
 import torch
 
 from vqa.results import missing_entries
-from vqa.text_features import answer_selector, bg_answers, fg_prompted_answers
+from vqa.text_features import CLASS_ALIASES, answer_selector, bg_answers, fg_prompted_answers
 
 
 class TextBank:
@@ -58,17 +58,18 @@ def require_vqa_entries(fg_results, bg_results, pairs, class_names, fg_path, bg_
 
 
 def build_text_bank(pairs, class_names, label_features, fg_results, bg_results, fg_cache,
-                    bg_cache):
+                    bg_cache, aliases=CLASS_ALIASES):
     """TextBank of ``pairs``; ``label_features`` [n_classes, D] normalised f(class).
 
     The answers of each pair are those the reference selects
-    (:func:`vqa.text_features.answer_selector`).
+    (:func:`vqa.text_features.answer_selector`); ``aliases``: the names that
+    count as each class in an FG answer (:func:`vqa.text_features.fg_prompted_answers`).
     """
     select_fg, select_bg = answer_selector(fg_results, 'fg'), answer_selector(bg_results, 'bg')
     fg_rows, bg_lists = [], []
     for image_id, c in pairs:
         name = class_names[c]
-        answers_fg = fg_prompted_answers(name, select_fg(image_id, name))
+        answers_fg = fg_prompted_answers(name, select_fg(image_id, name), aliases)
         mean_answer = fg_cache.lookup(answers_fg).mean(dim=0)
         fg_rows.append(0.5 * label_features[c] + 0.5 * mean_answer)
         bg_lists.append(bg_cache.rows(bg_answers(name, select_bg(image_id, name))))

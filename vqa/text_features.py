@@ -21,12 +21,15 @@ CLASS_ALIASES = {'dining table': ('table', 'dining table'), 'tv monitor': ('moni
                  'potted plant': ('plant', 'potted plant')}
 
 
-def fg_prompted_answers(class_name, answers):
+def fg_prompted_answers(class_name, answers, aliases=CLASS_ALIASES):
     """FG answers with the class name appended where none of its names occurs.
 
     A plain substring test as the reference (``cat`` is found in ``category``).
+    ``aliases`` maps a class name to the names that count as it (the
+    reference's ``supply_cat`` by default; a folder dataset's come from its
+    ``classes.txt``); a class without an entry counts as itself only.
     """
-    names = CLASS_ALIASES.get(class_name, (class_name,))
+    names = aliases.get(class_name, (class_name,))
     return [a if any(n in a for n in names) else '%s %s' % (a, class_name) for a in answers]
 
 
@@ -89,14 +92,15 @@ def require_templates_at(pairs, templates, positions, source, image_id, name):
                                 p, template))
 
 
-def cache_texts(results, kind, source=None):
-    """Every distinct text a cache of ``kind`` ('fg' or 'bg') must hold."""
+def cache_texts(results, kind, source=None, aliases=CLASS_ALIASES):
+    """Every distinct text a cache of ``kind`` ('fg' or 'bg') must hold (``aliases``:
+    see :func:`fg_prompted_answers`)."""
     select = answer_selector(results, kind, source)
     texts = {}
     for image_id, per_class in results.items():
         for name in per_class:
             if kind == 'fg':
-                chosen = fg_prompted_answers(name, select(image_id, name))
+                chosen = fg_prompted_answers(name, select(image_id, name), aliases)
             else:
                 chosen = bg_answers(name, select(image_id, name))
             texts.update(dict.fromkeys(chosen))
@@ -161,12 +165,13 @@ class TextFeatureCache:
 
 
 def build_cache(results, kind, encode_texts, clip_name, clip_sha256, prompt=PROMPT,
-                batch_size=256, source=None):
+                batch_size=256, source=None, aliases=CLASS_ALIASES):
     """Encode every text of ``results`` with ``encode_texts(list of str) -> [n, D]``.
 
-    Features are L2-normalised float32; ``source`` names the results in errors.
+    Features are L2-normalised float32; ``source`` names the results in errors;
+    ``aliases``: see :func:`fg_prompted_answers`.
     """
-    texts = cache_texts(results, kind, source)
+    texts = cache_texts(results, kind, source, aliases)
     chunks = []
     with torch.no_grad():
         for start in range(0, len(texts), batch_size):
