@@ -197,6 +197,7 @@ def claim_outputs(record, folders, suffix, overwrite):
     every process.
     """
     if dist.is_main_process():
+        os.makedirs(folders[0], exist_ok=True)
         for folder in folders:
             claim_output(folder)
     recorded = folder_record(folders[0])
