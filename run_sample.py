@@ -143,6 +143,11 @@ def build_parser():
     g.add_argument('--seed', default=0, type=int)
     g.add_argument('--device', default='auto', help="'auto', 'cpu', 'cuda', 'cuda:1', ...")
     g.add_argument('--amp', default=False, type=str2bool, help='mixed precision (bf16 on CPU)')
+    g.add_argument('--overwrite', default=True, type=str2bool,
+                   help='outputs and resumable training states made from other weights, settings '
+                   'or upstream outputs than this run\'s (each output folder, weights file and '
+                   'training state has a <name>.provenance.json beside it) are redone, with the '
+                   'differences logged; False: the stage refuses instead, naming what differs')
 
     g = p.add_argument_group('baseline CAM network')
     g.add_argument('--imagenet_weights', default=None,

@@ -16,7 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from coco14 import protocol
-from misc import dist
+from misc import dist, provenance
 from misc.cam import CamFiles
 from misc.crf import crf_inference_label
 from misc.io import save_png
@@ -57,6 +57,9 @@ def run(args):
     ids = protocol.cam_image_ids(args, listed)
     cam_files, out_dir = CamFiles.from_args(args), in_work_space(args, args.ir_label_out_dir)
     cam_files.require(ids, args.train_list)
+    record = provenance.stage_record('cam_to_ir_label', args,
+                                     upstream={'cams': provenance.cams_record(cam_files)})
+    provenance.claim_outputs(record, [out_dir], '.png', args.overwrite)
     todo, shard = pending_shard(ids, out_dir, '.png')
     log.info('cam_to_ir_label: %d images, %d done, %d in this process -> %s (fg %.2f, bg %.2f)',
              len(ids), len(ids) - len(todo), len(shard), out_dir, args.conf_fg_thres,

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from coco14 import protocol
 from data import build_source
+from misc import provenance
 from misc.cam import CamFiles
 from misc.io import save_json
 from misc.logutil import get_logger
@@ -107,6 +108,8 @@ def run(args):
     thresholds = sweep_thresholds(args)
     sweep = accumulate(source, ids, cam_files, thresholds)
     result = summarise(source, sweep, thresholds, args, len(ids))
+    result['provenance'] = provenance.lineage(provenance.stage_record(
+        'eval_cam', args, upstream={'cams': provenance.cams_record(cam_files)}))
     out = os.path.join(args.work_space, 'eval_cam.json')
     save_json(out, result)
     log.info('eval_cam on %s (%d images), threshold %.2f:\n%s', args.chainer_eval_set, len(ids),

@@ -8,15 +8,14 @@ a dense CRF (``--seg_crf True``, DeepLab's settings). Predictions are written
 per image and atomically (``<seg_out_dir>/`` without CRF, ``<seg_out_dir>_crf/``
 with it, ``<seg_out_dir>_color/`` the final one in the dataset's palette), so a
 killed run resumes where it stopped (predictions made with other weights or
-inference settings, recorded in ``<seg_out_dir>/eval_seg_settings.json``, are
-removed and redone); under torchrun every process predicts its
+inference settings, recorded in ``<seg_out_dir>.provenance.json``, are
+removed and redone; :mod:`misc.provenance`); under torchrun every process predicts its
 own share of the images and the confusion matrices are summed over processes.
 ``work_space/eval_seg.json`` holds mIoU and per-class IoU (and the CRF
 variant). With ``--seg_submission True`` the final predictions are also written
 in the VOC server layout ``results/VOC2012/Segmentation/comp6_test_cls/<id>.png``
 (for a split without ground truth, e.g. ``test``, only the PNGs are written).
 """
-import hashlib
 import os
 
 import numpy as np
@@ -24,10 +23,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from misc import dist, imutils
+from misc import dist, imutils, provenance
 from misc.crf import crf_inference_prob
-from misc.io import atomic_write, load_json, read_label_png, remove_partial_files, save_json, \
-    save_png
+from misc.io import atomic_write, read_label_png, remove_partial_files, save_json, save_png
 from misc.logutil import get_logger
 from misc.metrics import confusion_matrix, iou_from_confusion, mean_iou
 from misc.paths import in_work_space
@@ -91,40 +89,13 @@ def load_model(args, n_class, device):
     return model.to(device).eval()
 
 
-def file_sha256(path):
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 24), b''):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def prediction_settings(args, weights_path):
-    """What the predictions depend on; recorded next to them to decide whether
-    existing PNGs can be reused."""
-    return {'weights_sha256': file_sha256(weights_path), 'arch': args.seg_arch,
-            'msc': args.seg_msc, 'scales': list(args.seg_eval_scales),
-            'flip': args.seg_eval_flip, 'crf': args.seg_crf}
-
-
-def reset_stale_predictions(args, folders):
-    """Main process: remove partial files, and every PNG when the recorded settings
-    (weights checksum, inference options) differ from this run's."""
-    log = get_logger()
-    settings = prediction_settings(args, in_work_space(args, args.seg_weights_name))
-    record = os.path.join(folders[0], 'eval_seg_settings.json')
-    recorded = load_json(record) if os.path.isfile(record) else None
-    for folder in folders:
-        remove_partial_files(folder)
-        if recorded != settings and os.path.isdir(folder):
-            stale = [n for n in os.listdir(folder) if n.endswith('.png')]
-            for name in stale:
-                os.remove(os.path.join(folder, name))
-            if stale:
-                log.warning('eval_seg: %d predictions in %s were made with other weights or '
-                            'settings: removed', len(stale), folder)
-    save_json(record, settings)
+def predictions_record(args):
+    """Provenance of the predictions: the weights (and their record) and the inference
+    settings; predictions made under another record are redone."""
+    weights = in_work_space(args, args.seg_weights_name)
+    return provenance.stage_record(
+        'eval_seg', args, files={'seg_weights_name': weights},
+        upstream={'seg_weights_name': provenance.weights_record(weights)})
 
 
 def copy_submission(ids, color_dir, work_space):
@@ -187,8 +158,11 @@ def run(args):
     variants = ['plain'] + (['crf'] if args.seg_crf else [])
     dirs = prediction_dirs(args, variants)
     color_dir = dirs[variants[-1]] + '_color'
+    record = predictions_record(args)
     if dist.is_main_process():
-        reset_stale_predictions(args, list(dirs.values()) + [color_dir])
+        for folder in list(dirs.values()) + [color_dir]:
+            remove_partial_files(folder)
+    provenance.claim_outputs(record, list(dirs.values()) + [color_dir], '.png', args.overwrite)
     todo, shard = pending_shard(ids, dirs[variants[-1]], '.png')
     log.info('eval_seg: %d images of %s, %d already predicted, %d in this process -> %s',
              len(ids), args.seg_eval_set, len(ids) - len(todo), len(shard), dirs[variants[-1]])
@@ -206,7 +180,8 @@ def run(args):
     result = {'dataset': source.name, 'split': args.seg_eval_set, 'n_images': len(scored),
               'arch': args.seg_arch, 'msc': args.seg_msc, 'flip': args.seg_eval_flip,
               'scales': list(args.seg_eval_scales),
-              **scores(confusions, source.label_names)}
+              **scores(confusions, source.label_names),
+              'provenance': provenance.lineage(record)}
     result['miou'] = result[variants[-1]]['miou']
     if dist.is_main_process():
         save_json(os.path.join(args.work_space, 'eval_seg.json'), result)

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from coco14 import protocol
 from data import build_source
+from misc import provenance
 from misc.io import read_label_png, save_json
 from misc.logutil import get_logger
 from misc.metrics import confusion_matrix, fp_fn_rates, mean_iou
@@ -64,6 +65,8 @@ def run(args):
               'confusion': conf.tolist()}
     if source.name == 'coco14':
         result['coco_protocol'] = args.coco_protocol
+    result['provenance'] = provenance.lineage(provenance.stage_record(
+        'eval_sem_seg', args, upstream={'sem_seg': provenance.folder_record(pred_dir)}))
     out = os.path.join(args.work_space, 'eval_sem_seg.json')
     save_json(out, result)
     log.info('eval_sem_seg on %s (%d images):\n%s\nbackground FP %.4f FN %.4f; mean FG FP %.4f '

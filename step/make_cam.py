@@ -16,7 +16,7 @@ from tqdm import tqdm
 from coco14 import protocol
 from data import build_source
 from data.loaders import MultiScaleDataset
-from misc import dist
+from misc import dist, provenance
 from misc.cam import fuse_multiscale, present_class_cams
 from misc.io import save_npz
 from misc.logutil import get_logger
@@ -35,11 +35,19 @@ def image_cams(model, pack, device):
     return present_class_cams(strided, high_res, pack['label'][0])
 
 
-def write_cams(args, model, out_dir, desc):
-    """Shared body of make_cam and make_clims: compute and save the missing CAMs."""
+def cams_record(args, stage, weights_flag, weights_path):
+    """Provenance of the CAMs: the scales and the network's weights (and their record)."""
+    return provenance.stage_record(stage, args, files={weights_flag: weights_path},
+                                   upstream={weights_flag: provenance.weights_record(weights_path)})
+
+
+def write_cams(args, model, out_dir, desc, record):
+    """Shared body of make_cam and make_clims: compute and save the missing CAMs; CAMs
+    made under another provenance ``record`` are redone."""
     log = get_logger()
     device, source, listed = prepare(args, args.infer_list)
     ids = protocol.cam_image_ids(args, listed)
+    provenance.claim_outputs(record, [out_dir], '.npz', args.overwrite)
     todo, shard = pending_shard(ids, out_dir, '.npz')
     log.info('%s: %d images, %d already done, %d in this process -> %s',
              desc, len(ids), len(ids) - len(todo), len(shard), out_dir)
@@ -55,5 +63,7 @@ def write_cams(args, model, out_dir, desc):
 
 
 def run(args):
-    model = load_weights(CAM(build_source(args).n_classes), cam_weights_path(args))
-    write_cams(args, model, cam_out_dir(args), 'make_cam')
+    weights = cam_weights_path(args)
+    model = load_weights(CAM(build_source(args).n_classes), weights)
+    write_cams(args, model, cam_out_dir(args), 'make_cam',
+               cams_record(args, 'make_cam', 'cam_weights_name', weights))

@@ -4,9 +4,11 @@ from data import build_source
 from misc.paths import cam_out_dir, clims_weights_path
 from net.checkpoint import load_weights
 from net.resnet50_clims import CAM
-from step.make_cam import write_cams
+from step.make_cam import cams_record, write_cams
 
 
 def run(args):
-    model = load_weights(CAM(build_source(args).n_classes), clims_weights_path(args))
-    write_cams(args, model, cam_out_dir(args), 'make_clims')
+    weights = clims_weights_path(args)
+    model = load_weights(CAM(build_source(args).n_classes), weights)
+    write_cams(args, model, cam_out_dir(args), 'make_clims',
+               cams_record(args, 'make_clims', 'clims_weights_name', weights))

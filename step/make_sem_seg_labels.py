@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from coco14 import protocol
 from data.loaders import MultiScaleDataset
-from misc import dist
+from misc import dist, provenance
 from misc.cam import CamFiles
 from misc.io import save_png
 from misc.logutil import get_logger
@@ -58,7 +58,13 @@ def run(args):
     out_dir = in_work_space(args, args.sem_seg_out_dir)
     color_dir = out_dir + '_color' if args.sem_seg_color else None
     cam_files.require(ids, args.infer_list)
-    model = load_weights(IRNet(), in_work_space(args, args.irn_weights_name)).to(device).eval()
+    weights = in_work_space(args, args.irn_weights_name)
+    model = load_weights(IRNet(), weights).to(device).eval()
+    record = provenance.stage_record(
+        'make_sem_seg', args, files={'irn_weights_name': weights},
+        upstream={'cams': provenance.cams_record(cam_files),
+                  'irn_weights_name': provenance.weights_record(weights)})
+    provenance.claim_outputs(record, [out_dir, out_dir + '_color'], '.png', args.overwrite)
     todo, shard = pending_shard(ids, out_dir, '.png')
     log.info('make_sem_seg: %d images, %d done, %d in this process -> %s (beta %g, exp_times %d, '
              'bg %.2f)', len(ids), len(ids) - len(todo), len(shard), out_dir, args.beta,

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from data.loaders import ClassificationDataset
-from misc import dist
+from misc import dist, provenance
 from misc.logutil import get_logger
 from misc.paths import cam_weights_path, train_state_path
 from misc.stage import prepare
@@ -104,6 +104,10 @@ def run(args):
     initialise_weights(model, args, dataset, device)
     weights_path = cam_weights_path(args)
     state_path = train_state_path(weights_path)
+    record = provenance.stage_record(
+        'train_cam', args, lists={'train_list': provenance.list_sha256(train_ids, source)},
+        files={'imagenet_weights': args.imagenet_weights})
+    provenance.claim_train_state(state_path, record, args.overwrite)
     start_epoch = load_train_state(state_path, model, optimizer, scheduler, device)
     if start_epoch:
         log.info('train_cam: resuming after epoch %d from %s', start_epoch, state_path)
@@ -129,3 +133,4 @@ def run(args):
         log.info(msg)
         checkpoint_epoch(state_path, model, optimizer, scheduler, epoch + 1)
     write_final_weights(model, weights_path, 'train_cam')
+    provenance.write_weights_record(weights_path, record)

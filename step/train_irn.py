@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from coco14 import protocol
 from data.loaders import AffinityDataset, ClassificationDataset
-from misc import dist
+from misc import dist, provenance
 from misc.logutil import get_logger
 from misc.path_index import PathIndex
 from misc.paths import in_work_space, train_state_path
@@ -124,6 +124,14 @@ def run(args):
     initialise_backbone(irnet, args)
     weights_path = in_work_space(args, args.irn_weights_name)
     state_path = train_state_path(weights_path)
+    backbone = ({'irn_backbone_weights': in_work_space(args, args.irn_backbone_weights)}
+                if args.irn_backbone_weights else {'imagenet_weights': args.imagenet_weights})
+    record = provenance.stage_record(
+        'train_irn', args, files=backbone,
+        lists={'train_list': provenance.list_sha256(ids),
+               'infer_list': provenance.list_sha256(source.ids(args.infer_list))},
+        upstream={'ir_label': provenance.folder_record(in_work_space(args, args.ir_label_out_dir))})
+    provenance.claim_train_state(state_path, record, args.overwrite)
     start_epoch = load_train_state(state_path, irnet, optimizer, scheduler, device)
     if start_epoch:
         log.info('train_irn: resuming after epoch %d from %s', start_epoch, state_path)
@@ -144,3 +152,4 @@ def run(args):
     if dist.is_main_process():
         estimate_mean_shift(irnet, source, args, device)
     write_final_weights(irnet, weights_path, 'train_irn')
+    provenance.write_weights_record(weights_path, record)

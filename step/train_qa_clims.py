@@ -17,7 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from data.loaders import ClassificationDataset
-from misc import dist
+from misc import dist, provenance
 from misc.logutil import get_logger
 from misc.paths import cam_weights_path, clims_weights_path, in_work_space, train_state_path
 from misc.stage import prepare
@@ -71,6 +71,20 @@ def text_bank_for(source, ids, clip_model, args, device):
     bank = build_text_bank(pairs, class_names, label_features, fg_results, bg_results,
                            fg_cache, bg_cache, source.class_aliases)
     return bank.to(device)
+
+
+def training_record(args, source, ids):
+    """Provenance of the training: list and labels, initial weights, CLIP, VQA answers and
+    their text features, recipe flags."""
+    clip_file = args.mask_clip_weights if args.use_mask_clip else resolve_clip_file(
+        args.clip_weights or args.clip)
+    initial = cam_weights_path(args)
+    files = {'cam_weights_name': initial, 'clip': clip_file}
+    for flag in ('vqa_fg_file', 'vqa_bg_file', 'vqa_fg_cache_file', 'vqa_bg_cache_file'):
+        files[flag] = in_work_space(args, getattr(args, flag))
+    return provenance.stage_record(
+        'train_qa_clims', args, lists={'train_list': provenance.list_sha256(ids, source)},
+        files=files, upstream={'cam_weights_name': provenance.weights_record(initial)})
 
 
 def objective_config(args, clip_model):
@@ -157,6 +171,8 @@ def run(args):
     model, optimizer, scheduler = build_training(args, source.n_classes, steps_per_epoch, device)
     weights_path = clims_weights_path(args)
     state_path = train_state_path(weights_path)
+    record = training_record(args, source, ids)
+    provenance.claim_train_state(state_path, record, args.overwrite)
     start_epoch = load_train_state(state_path, model, optimizer, scheduler, device)
     if start_epoch:
         log.info('train_qa_clims: resuming after epoch %d from %s', start_epoch, state_path)
@@ -186,3 +202,4 @@ def run(args):
                  ', '.join('%s %.4f' % (k, v) for k, v in terms.items()))
         checkpoint_epoch(state_path, model, optimizer, scheduler, epoch + 1)
     write_final_weights(model, weights_path, 'train_qa_clims')
+    provenance.write_weights_record(weights_path, record)

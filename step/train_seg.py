@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from data.loaders import SegmentationTrainDataset
-from misc import dist
+from misc import dist, provenance
 from misc.logutil import get_logger
 from misc.paths import in_work_space, train_state_path
 from misc.stage import prepare
@@ -41,6 +41,16 @@ from net.resnet50 import FixedBatchNorm, estimate_batchnorm_statistics
 
 def label_dir(args):
     return None if args.seg_label_dir == 'gt' else in_work_space(args, args.seg_label_dir)
+
+
+def training_record(args, ids):
+    """Provenance of the training: list, pseudo masks (their record; none for the ground
+    truth), backbone weights, recipe flags."""
+    labels = label_dir(args)
+    return provenance.stage_record(
+        'train_seg', args, lists={'seg_train_list': provenance.list_sha256(ids)},
+        files={'seg_backbone_weights': args.seg_backbone_weights},
+        upstream={'seg_label_dir': labels and provenance.folder_record(labels)})
 
 
 def build_model(args, source, dataset, device):
@@ -123,6 +133,8 @@ def run(args):
     optimizer, scheduler = optimizer_for(model, args)
     weights_path = in_work_space(args, args.seg_weights_name)
     state_path = train_state_path(weights_path)
+    record = training_record(args, ids)
+    provenance.claim_train_state(state_path, record, args.overwrite)
     epoch = load_train_state(state_path, model, optimizer, scheduler, device)
     if epoch:
         log.info('train_seg: resuming at iteration %d from %s', scheduler.last_epoch, state_path)
@@ -155,3 +167,4 @@ def run(args):
                         {'arch': args.seg_arch, 'msc': str(args.seg_msc),
                          'n_classes': str(source.n_classes + 1),
                          'class_names': json.dumps(list(source.class_names))})
+    provenance.write_weights_record(weights_path, record)

@@ -65,8 +65,10 @@ def test_eval_cam_on_reference_npy_equals_npz(tmp_path, split):
     voc(npz, *args)
     voc(npy, *args, '--import_reference_cams', 'True')
     ours = json.loads((npy / 'eval_cam.json').read_text())
-    assert without(ours, 'cam_out_dir') == without(json.loads((npz / 'eval_cam.json').read_text()),
-                                                   'cam_out_dir')
+    theirs = json.loads((npz / 'eval_cam.json').read_text())
+    assert without(ours, 'cam_out_dir', 'provenance') == without(theirs, 'cam_out_dir',
+                                                                 'provenance')
+    assert ours['provenance']['eval_cam']['settings']['import_reference_cams'] is True
     ref = EVAL_CAM_REF[split]
     assert ours['n_images'] == ref['n_images']
     assert ours['miou'] == pytest.approx(ref['miou'], rel=1e-9)
