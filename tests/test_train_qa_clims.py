@@ -169,7 +169,8 @@ def test_run_voc12_qa_clims_script_trains_makes_and_evaluates(tmp_path, qa_input
                VQA_FG=os.path.join(root, 'vqa_fg.json'), VQA_BG=os.path.join(root, 'vqa_bg.json'),
                VQA_FG_CACHE=str(tmp_path / 'fg.safetensors'),
                VQA_BG_CACHE=str(tmp_path / 'bg.safetensors'), BATCH_SIZE='2', EPOCHS='1',
-               CROP_SIZE='64', CAM_SCALES='1.0', EVAL_SET='val', OMP_NUM_THREADS='2')
+               CROP_SIZE='64', CAM_SCALES='1.0', INFER_LIST='val', EVAL_SET='val',
+               OMP_NUM_THREADS='2')
     subprocess.run(['bash', str(REPO / 'run_voc12_qa_clims.sh')], env=env, check=True,
                    capture_output=True)
     assert (tmp_path / 'fg.safetensors').is_file()
