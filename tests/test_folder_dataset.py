@@ -246,7 +246,7 @@ def sample_both(tmp_path, voc_as_folder, *extra):
 def same_json(voc_ws, folder_ws, name):
     voc, folder = (json.loads((ws / name).read_text()) for ws in (voc_ws, folder_ws))
     for result in (voc, folder):
-        for key in ('dataset', 'cam_out_dir', 'sem_seg_out_dir'):
+        for key in ('dataset', 'cam_out_dir', 'sem_seg_out_dir', 'provenance'):
             result.pop(key, None)
     assert voc == folder
     return voc
