@@ -302,12 +302,13 @@ def test_eval_seg_resumes_and_checks_the_architecture(tmp_path):
 
 def test_mixed_precision_training_and_evaluation(tmp_path):
     run_sample.main(seg_args(tmp_path, '--seg_label_dir', 'gt', '--seg_num_iters', '2',
-                             '--amp', 'True'))
+                             '--seg_msc', 'False', '--amp', 'True'))
     log = (tmp_path / 'run.log').read_text()
     loss = float(log.split('train_seg: pass 1, iteration 2, loss ')[1].split()[0])
     assert np.isfinite(loss)
     os.rename(tmp_path / 'deeplab_seg.safetensors', tmp_path / 'seg.safetensors')
-    run_sample.main(eval_args(tmp_path, '--amp', 'True', '--seg_eval_set', 'val'))
+    run_sample.main(eval_args(tmp_path, '--amp', 'True', '--seg_eval_set', 'val', '--seg_msc',
+                              'False', '--seg_eval_flip', 'False'))
     result = json.loads((tmp_path / 'eval_seg.json').read_text())
     assert 0 <= result['miou'] <= 1 and len(list((tmp_path / 'seg_pred').glob('*.png'))) == 2
 
