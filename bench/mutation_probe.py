@@ -17,8 +17,7 @@ file. It prints a table and the score (killed / all).
     python bench/mutation_probe.py --list          # the mutants, nothing run
 
 The scratch copies test against the reference fixtures this checkout's tests
-use (``tests/conftest.py``'s ``locate_fixtures``: QA_CLIMS_FIXTURES, else
-../shared/fixtures beside the checkout, else tests/fixtures).
+use (``tests/conftest.py``'s ``locate_fixtures``; docs/README.md#reference-fixtures).
 """
 import argparse
 import os

@@ -20,7 +20,7 @@ def locate_fixtures(repo=REPO):
     tried); ``../shared/fixtures`` beside the clone, the project workspace's
     canonical set (possibly another set of the same format), when it exists;
     ``tests/fixtures``, the copy in the repository. A FileNotFoundError names
-    all three when none holds a set (docs/README.md, "Reference fixtures").
+    all three when none holds a set (docs/README.md#reference-fixtures).
     """
     override = os.environ.get(FIXTURES_ENV)
     beside = repo.parent / 'shared' / 'fixtures'
