@@ -62,7 +62,7 @@ def demo_arguments(out, voc_root, clip_file, opts, stages, cam_out_dir):
 
 
 def text_feature_caches(args):
-    """Encode the synthetic VQA answers with the tiny CLIP (METHOD.md stage 2)."""
+    """Encode the synthetic VQA answers with the tiny CLIP (docs/method.md#text-features)."""
     gen_text_feats_cache(['voc', '--vqa_fg_file', args.vqa_fg_file, '--vqa_bg_file',
                           args.vqa_bg_file, '--vqa_fg_cache_file', args.vqa_fg_cache_file,
                           '--vqa_bg_cache_file', args.vqa_bg_cache_file, '--clip', args.clip])

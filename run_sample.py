@@ -3,8 +3,8 @@
     python run_sample.py --voc12_root VOCdevkit/VOC2012 --work_space ws \\
         --make_clims_pass True --clims_weights_name /path/res50_qa_clims.pth --eval_cam_pass True
 
-Flag names and defaults follow the reference implementation (METHOD.md,
-"Reference command line"); flags marked "default per --dataset" take the
+Flag names and defaults follow the reference implementation
+(docs/method.md#command-line); flags marked "default per --dataset" take the
 value of the dataset's entry in :mod:`data.registry` unless given. Under
 ``torchrun`` (or ``python -m torch.distributed.launch``) the training stages
 run DDP and the inference stages are sharded over the processes. The
@@ -220,7 +220,7 @@ def build_parser():
     g.add_argument('--vqa_fg_cache_file', default=None, help=per_dataset_help('vqa_fg_cache_file'))
     g.add_argument('--vqa_bg_cache_file', default=None, help=per_dataset_help('vqa_bg_cache_file'))
 
-    g = p.add_argument_group('segmentation network (METHOD.md stage 10)')
+    g = p.add_argument_group('segmentation network (docs/method.md#segmentation-network)')
     g.add_argument('--seg_arch', default='deeplabv2',
                    choices=['deeplabv2', 'deeplabv2_caffe', 'deeplabv3'],
                    help='deeplabv2 (torchvision ResNet-101 weights), deeplabv2_caffe (a converted '

@@ -16,8 +16,8 @@ file. It prints a table and the score (killed / all).
     python bench/mutation_probe.py --only NAME ... # some of them
     python bench/mutation_probe.py --list          # the mutants, nothing run
 
-The reference fixtures are found as the tests find them (QA_CLIMS_FIXTURES,
-else shared/fixtures next to this checkout).
+The scratch copies test against the reference fixtures this checkout's tests
+use (``tests/conftest.py``'s ``locate_fixtures``; docs/README.md#reference-fixtures).
 """
 import argparse
 import os
@@ -30,6 +30,10 @@ from collections import namedtuple
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / 'tests'))
+
+from conftest import locate_fixtures  # noqa: E402  (the tests' own fixture lookup)
+
 IGNORED = shutil.ignore_patterns('.git', '.venv', '__pycache__', '*.pyc', '.pytest_cache')
 
 Mutant = namedtuple('Mutant', 'name path original replacement tests equivalent',
@@ -182,7 +186,7 @@ def copy_repo(dest):
 def fixtures_env():
     """Environment of a test run in the scratch copy: the same fixtures, one thread."""
     env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
-    env.setdefault('QA_CLIMS_FIXTURES', str(REPO.parent / 'shared' / 'fixtures'))
+    env['QA_CLIMS_FIXTURES'] = str(locate_fixtures(REPO))
     return env
 
 

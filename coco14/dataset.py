@@ -1,4 +1,4 @@
-"""MS COCO 2014 behind the dataset interface (METHOD.md, "Data").
+"""MS COCO 2014 behind the dataset interface (docs/method.md#datasets).
 
 Folder (``--mscoco_root``): ``train2014/``, ``val2014/`` with the images and
 ``annotations/instances_{train,val}2014.json``. Image ids are the file stems

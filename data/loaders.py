@@ -1,7 +1,8 @@
 """torch Datasets over a :class:`data.base.SegmentationSource`.
 
 Augmentation and multi-scale inputs follow the reference
-(``voc12/dataloader.py`` of IRNet/QA-CLIMS, METHOD.md stages 3 and 5).
+(``voc12/dataloader.py`` of IRNet/QA-CLIMS; docs/method.md#baseline-cam-network,
+docs/method.md#multi-scale-cams).
 """
 import os
 import random
@@ -80,7 +81,7 @@ def multiscale_inputs(img, scales):
 
 
 class MultiScaleDataset(Dataset):
-    """Inference inputs of METHOD.md stage 5 (one image per item)."""
+    """Inference inputs of docs/method.md#multi-scale-cams (one image per item)."""
 
     def __init__(self, source, ids, scales):
         self.source = source
@@ -98,7 +99,7 @@ class MultiScaleDataset(Dataset):
 
 
 class AffinityDataset(Dataset):
-    """IRNet training pairs (METHOD.md stage 8): image, confident-region labels
+    """IRNet training pairs (docs/method.md#irnet-training): image, confident-region labels
     reduced by 4 (nearest) and the pair labels of ``path_index`` (classes
     0..n_classes of the source, e.g. < 81 on COCO; 255 ignored).
 

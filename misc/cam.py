@@ -25,7 +25,7 @@ def normalize_cams(cams, eps=1e-5):
 
 
 def fuse_multiscale(outputs, size):
-    """Sum the per-scale maps at stride 4 and at full resolution (METHOD.md stage 5).
+    """Sum the per-scale maps at stride 4 and at full resolution (docs/method.md#multi-scale-cams).
 
     ``outputs``: list of [C, h_s, w_s] maps, one per scale. Returns
     (strided [C, ceil(H/4), ceil(W/4)], high_res [C, H, W]); the high-res

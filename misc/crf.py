@@ -1,4 +1,4 @@
-"""Dense CRF refinement of a label map (METHOD.md stage 7), with pydensecrf2."""
+"""Dense CRF refinement of a label map (docs/method.md#confident-regions), with pydensecrf2."""
 import numpy as np
 import pydensecrf.densecrf as dcrf
 from pydensecrf.utils import unary_from_labels

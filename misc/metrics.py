@@ -1,4 +1,5 @@
-"""Segmentation metrics for CAM and pseudo-mask evaluation (METHOD.md stage 6).
+"""Segmentation metrics for CAM and pseudo-mask evaluation
+(docs/method.md#cam-evaluation).
 
 Reproduces the numbers of the reference ``step/eval_cam.py`` and
 ``step/eval_sem_seg.py`` (chainercv ``calc_semantic_segmentation_confusion``):
@@ -92,7 +93,7 @@ def _fg_max_and_label(high_res, keys):
     """Per pixel: foreground max m and the class id of its first argmax.
 
     At threshold t the reference predicts that class id if m > t, else 0
-    (METHOD.md stage 6). With K = 0, m = -inf (never above a threshold). A
+    (docs/method.md#cam-evaluation). With K = 0, m = -inf (never above a threshold). A
     NaN CAM value makes m NaN and its channel the argmax, as np.argmax does.
     """
     if high_res.shape[0] == 0:
@@ -110,7 +111,7 @@ class ThresholdSweep:
     equals the sum over the added images of
     ``confusion_matrix(cam_to_label(high_res, keys, t), gt, n_class)``.
 
-    Method (METHOD.md stage 6): a pixel with foreground max m is predicted
+    Method (docs/method.md#cam-evaluation): a pixel with foreground max m is predicted
     foreground at threshold t iff m > t (t cast to the CAM dtype, ties go to
     background). With ascending thresholds, ``n = searchsorted(t, m, 'left')``
     counts the thresholds strictly below m: the pixel is foreground for

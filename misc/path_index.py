@@ -1,4 +1,4 @@
-"""IRNet pixel-pair indexing (METHOD.md stages 8-9).
+"""IRNet pixel-pair indexing (docs/method.md#pixel-pairs-pathindex).
 
 Pairs of pixels within a radius on the stride-4 grid: a set of search
 directions (dy, dx) covering a half-plane, the pixels on the path from a

@@ -1,4 +1,4 @@
-"""Random walk of IRNet pseudo masks with a SPARSE transition matrix (METHOD.md stage 9).
+"""Random walk of IRNet pseudo masks with a SPARSE transition matrix (docs/method.md#random-walk).
 
 The reference builds the dense HW x HW affinity matrix A (1 - max boundary on
 the path of every pair within the radius, symmetric, 1 on the diagonal), the

@@ -6,8 +6,8 @@ def poly_lr_lambda(max_step, power=0.9):
     """Multiplier of step k: (1 - k/max_step)^power, frozen at k = max_step - 1 afterwards.
 
     The reference PolyOptimizer updates the lr only while global_step <
-    max_step, so steps past the end keep the last value (METHOD.md stage 4,
-    fixtures/reference/optimizer.npz).
+    max_step, so steps past the end keep the last value (docs/quirks.md#poly-schedule-end,
+    tests/fixtures/reference/optimizer.npz).
     """
     def factor(step):
         return (1 - min(step, max_step - 1) / max_step) ** power

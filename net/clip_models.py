@@ -1,4 +1,5 @@
-"""CLIP and the mask-adapted CLIP of OVSeg (METHOD.md stages 2 and 4), on
+"""CLIP and the mask-adapted CLIP of OVSeg (docs/method.md#text-features,
+docs/method.md#mask-adapted-clip), on
 ``open_clip`` (the maintained package; it builds a model from any OpenAI
 state dict, tiny ones included, and its tokenizer equals OpenAI's).
 
@@ -90,7 +91,7 @@ def tokenize(texts):
 class MaskCLIP(nn.Module):
     """A frozen CLIP whose image encoder optionally takes a binary mask prompt.
 
-    With ``mask_embedding`` (OVSeg mask prompt tuning, METHOD.md stage 4):
+    With ``mask_embedding`` (OVSeg mask prompt tuning, docs/method.md#mask-adapted-clip):
     a patch is kept if any of its pixels is in the mask (ceil of the average
     pool); other patch tokens are replaced by ``mask_embedding[0]`` before
     the class token, positions and ln_pre, and by ``mask_embedding[d]`` after

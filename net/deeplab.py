@@ -1,4 +1,4 @@
-"""Segmentation networks trained on the pseudo masks (METHOD.md stage 10).
+"""Segmentation networks trained on the pseudo masks (docs/method.md#segmentation-network).
 
 ``deeplabv2``: the paper's protocol, DeepLab-v2's dilated ResNet-101 (output
 stride 8; every block of res4 / res5 dilated 2 / 4, as in DeepLab-v2's

@@ -1,4 +1,5 @@
-"""QA-CLIMS region image-text contrastive losses and FAT (METHOD.md stage 4).
+"""QA-CLIMS region image-text contrastive losses and FAT (docs/method.md#losses,
+docs/method.md#fat-masks).
 
 Batched over instances: instance i has an image feature, one FG text feature
 t_i [D] and a variable number L_i >= 1 of BG text features, given padded to

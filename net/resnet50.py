@@ -1,6 +1,6 @@
 """ResNet-50 backbone of the CAM networks: torchvision's ResNet with the
 reference strides (2, 2, 2, 1), i.e. output stride 16 with layer4 at stride
-1 and no dilation (METHOD.md stage 3)."""
+1 and no dilation (docs/method.md#baseline-cam-network)."""
 import os
 
 import torch

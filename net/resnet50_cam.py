@@ -1,4 +1,5 @@
-"""CAM networks on a ResNet-50 (METHOD.md stages 3-5).
+"""CAM networks on a ResNet-50 (docs/method.md#baseline-cam-network,
+docs/method.md#multi-scale-cams).
 
 ``Net`` is the baseline classifier (frozen BatchNorm statistics); ``CAM``
 computes its class activation maps. The QA-CLIMS network

@@ -1,4 +1,4 @@
-"""QA-CLIMS CAM network (METHOD.md stage 4): the baseline layout with ordinary
+"""QA-CLIMS CAM network (docs/method.md#qa-clims-training): the baseline layout with ordinary
 BatchNorm (batch statistics in training mode; conv1/bn1 frozen) and sigmoid
 maps without pooling."""
 import torch

@@ -1,5 +1,6 @@
-"""IRNet (METHOD.md stages 8-9): a frozen ResNet-50 (FixedBatchNorm, strides
-2, 2, 2, 1) with a class-boundary (edge) branch and a displacement branch.
+"""IRNet (docs/method.md#irnet-training, docs/method.md#random-walk): a frozen
+ResNet-50 (FixedBatchNorm, strides 2, 2, 2, 1) with a class-boundary (edge) branch
+and a displacement branch.
 
 Module names follow the reference checkpoint ``res50_irn.pth``
 (``resnet50.*``, ``fc_edge1..6``, ``fc_dp1..7``, ``mean_shift``).
@@ -105,7 +106,7 @@ class IRNet(nn.Module):
 
 
 def edge_map(model, pair, stride=4):
-    """Boundary probability of an image from [image, flipped image] (METHOD.md stage 9).
+    """Boundary probability of an image from [image, flipped image] (docs/method.md#random-walk).
 
     The network runs on the unpadded pair (as the reference run that made the
     fixtures), the outputs are cropped to ceil(H/4) x ceil(W/4), and the
@@ -118,7 +119,7 @@ def edge_map(model, pair, stride=4):
 
 
 class IRNetLoss(nn.Module):
-    """Per-pair loss maps of IRNet training (METHOD.md stage 8, reference
+    """Per-pair loss maps of IRNet training (docs/method.md#irnet-training, reference
     ``AffinityDisplacementLoss``) on the ``path_index`` of the crop grid.
 
     forward(x) -> (pos_aff_loss, neg_aff_loss [N, n_dirs, n_src],

@@ -1,5 +1,5 @@
 """QA-CLIMS training objective: region image-text contrast with a frozen CLIP
-(METHOD.md stage 4), batched over all instances of a batch."""
+(docs/method.md#losses), batched over all instances of a batch."""
 from dataclasses import dataclass
 from typing import Optional
 

@@ -1,4 +1,4 @@
-"""Confident foreground/background regions for IRNet (METHOD.md stage 7).
+"""Confident foreground/background regions for IRNet (docs/method.md#confident-regions).
 
 From the high-res CAMs: FG-confident = argmax with background padded at
 ``--conf_fg_thres``, refined by a dense CRF; BG-confident the same at

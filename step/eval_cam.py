@@ -1,4 +1,4 @@
-"""CAM evaluation (METHOD.md stage 6) on ``--chainer_eval_set``.
+"""CAM evaluation (docs/method.md#cam-evaluation) on ``--chainer_eval_set``.
 
 Only the images of that split are scored (and only their CAM files are
 needed), whatever else ``--cam_out_dir`` holds. Background = a constant map

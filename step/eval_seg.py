@@ -1,4 +1,4 @@
-"""Evaluation of the segmentation network (METHOD.md stage 10).
+"""Evaluation of the segmentation network (docs/method.md#segmentation-evaluation-and-prediction).
 
 Multi-scale (``--seg_eval_scales``) + flip (``--seg_eval_flip``) inference:
 softmax probabilities averaged over the scales and flips at the image size

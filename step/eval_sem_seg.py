@@ -1,4 +1,5 @@
-"""Pseudo-mask evaluation (METHOD.md stage 10, reference eval_sem_seg).
+"""Pseudo-mask evaluation (docs/method.md#pseudo-mask-evaluation, reference
+eval_sem_seg).
 
 Only the images of ``--chainer_eval_set`` are scored (and only their
 pseudo masks are needed), whatever else ``--sem_seg_out_dir`` holds; on COCO

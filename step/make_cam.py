@@ -1,4 +1,4 @@
-"""Multi-scale + flip CAMs of the baseline network (METHOD.md stage 5).
+"""Multi-scale + flip CAMs of the baseline network (docs/method.md#multi-scale-cams).
 
 One ``<cam_out_dir>/<image_id>.npz`` per image with ``keys`` (present class
 ids, 0-based), ``cam`` (stride 4) and ``high_res`` (full size), each map

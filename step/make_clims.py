@@ -1,4 +1,4 @@
-"""Multi-scale + flip CAMs of the QA-CLIMS network (METHOD.md stage 5); same
+"""Multi-scale + flip CAMs of the QA-CLIMS network (docs/method.md#multi-scale-cams); same
 outputs as :mod:`step.make_cam`, from ``--clims_weights_name``."""
 from data import build_source
 from misc.paths import cam_out_dir, clims_weights_path

@@ -1,4 +1,4 @@
-"""Pseudo masks by IRNet's random walk (METHOD.md stage 9).
+"""Pseudo masks by IRNet's random walk (docs/method.md#random-walk).
 
 Per image: the boundary map of the image and its flip, the stride-4 CAMs
 propagated with the sparse transition matrix (:mod:`misc.random_walk`),

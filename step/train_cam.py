@@ -1,4 +1,4 @@
-"""Baseline CAM network training (METHOD.md stage 3).
+"""Baseline CAM network training (docs/method.md#baseline-cam-network).
 
 The authors' recipe: ``net.resnet50_cam.Net`` (only conv1/bn1 frozen, no
 stage detached; ``--cam_detach_early_stages True`` for IRNet's variant),

@@ -1,4 +1,4 @@
-"""IRNet training (METHOD.md stage 8).
+"""IRNet training (docs/method.md#irnet-training).
 
 The frozen ResNet-50 of IRNet starts, as in the reference, from ImageNet
 weights (``--imagenet_weights``), or from the backbone of a CAM-network

@@ -1,4 +1,4 @@
-"""QA-CLIMS training (METHOD.md stage 4).
+"""QA-CLIMS training (docs/method.md#qa-clims-training).
 
 The CAM network (initialised from the baseline weights, ``res50_cam.pth``
 layout too) is trained against a frozen (mask-adapted) CLIP with the VQA

@@ -1,4 +1,4 @@
-"""Segmentation network on the pseudo masks (METHOD.md stage 10; not in the
+"""Segmentation network on the pseudo masks (docs/method.md#segmentation-network; not in the
 reference repository).
 
 DeepLabV2 (ResNet-101, ASPP 6/12/18/24 summed; ``deeplabv2_caffe`` for a

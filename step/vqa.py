@@ -1,4 +1,4 @@
-"""Question-answer prompt engineering (METHOD.md stage 1): BLIP VQA answers.
+"""Question-answer prompt engineering (docs/method.md#vqa-answers): BLIP VQA answers.
 
 For every image of ``--vqa_list`` and every class present, the 6 FG and 10
 BG questions are answered by BLIP (:class:`vqa.blip.BlipVQA`, batched over

@@ -10,7 +10,38 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = Path(os.environ.get('QA_CLIMS_FIXTURES', REPO.parent / 'shared' / 'fixtures'))
+FIXTURES_ENV = 'QA_CLIMS_FIXTURES'
+
+
+def locate_fixtures(repo=REPO):
+    """The reference fixture folder (one holding ``reference/``) the tests read.
+
+    In this order: ``$QA_CLIMS_FIXTURES`` when it is set (then nothing else is
+    tried); ``../shared/fixtures`` beside the clone, the project workspace's
+    canonical set (possibly another set of the same format), when it exists;
+    ``tests/fixtures``, the copy in the repository. A FileNotFoundError names
+    all three when none holds a set (docs/README.md#reference-fixtures).
+    """
+    override = os.environ.get(FIXTURES_ENV)
+    beside = repo.parent / 'shared' / 'fixtures'
+    in_repo = repo / 'tests' / 'fixtures'
+    for folder in [Path(override)] if override else [beside, in_repo]:
+        if (folder / 'reference').is_dir():
+            return folder
+    if override:
+        raise FileNotFoundError('%s=%s holds no reference/ folder; when set, it is the only place '
+                                'the tests look (unset, they use %s, ../shared/fixtures beside '
+                                'the clone, if it exists, else %s, tests/fixtures): unset it or '
+                                'point it at a fixture folder'
+                                % (FIXTURES_ENV, override, beside, in_repo))
+    raise FileNotFoundError('no reference fixtures: %s is not set and neither %s (../shared/'
+                            'fixtures beside the clone) nor %s (tests/fixtures) holds a '
+                            'reference/ folder: restore tests/fixtures (git checkout -- '
+                            'tests/fixtures) or set %s' % (FIXTURES_ENV, beside, in_repo,
+                                                           FIXTURES_ENV))
+
+
+FIXTURES = locate_fixtures()
 REF = FIXTURES / 'reference'
 VOC_MINI = REF / 'voc_mini'
 
@@ -72,13 +103,6 @@ def has_file_ending(folder, suffix):
 
 def run_sample_cmd(*args):
     return [sys.executable, str(REPO / 'run_sample.py')] + [str(a) for a in args]
-
-
-def pytest_configure(config):
-    if not REF.is_dir():
-        raise pytest.UsageError('reference fixtures not found at %s: run the tests from a '
-                                'checkout next to shared/fixtures or set QA_CLIMS_FIXTURES'
-                                % FIXTURES)
 
 
 @pytest.fixture(scope='session')

@@ -5,7 +5,7 @@
 * a CAM value exactly equal to the background threshold goes to background
   (argmax over [threshold, cams] picks channel 0 on ties) in eval_cam, in the
   threshold sweep and in make_sem_seg's background threshold;
-* the confident-region rule of cam_to_ir_label (METHOD.md stage 7):
+* the confident-region rule of cam_to_ir_label (docs/method.md#confident-regions):
   conf = fg; conf[fg == 0] = 255; conf[bg + fg == 0] = 0.
 """
 import json

@@ -1,4 +1,4 @@
-"""The shell flows against README.md's "Recipe" table, through DRY_RUN=1.
+"""The shell flows against the recipe table (docs/recipe.md), through DRY_RUN=1.
 
 The table is the one place of the recipe. A row with a flag names the
 run_sample.py stages and the datasets it applies to and the value ours must
@@ -38,10 +38,9 @@ def effective_args(argv):
 
 
 def recipe_rows():
-    """The rows of README.md's Recipe table as dicts keyed by COLUMNS."""
-    text = (REPO / 'README.md').read_text()
-    section = text.split('\n## Recipe\n', 1)[1].split('\n## ', 1)[0]
-    lines = [line for line in section.splitlines() if line.startswith('|')]
+    """The rows of the recipe table (docs/recipe.md) as dicts keyed by COLUMNS."""
+    lines = [line for line in (REPO / 'docs' / 'recipe.md').read_text().splitlines()
+             if line.startswith('|')]
     header = [cell.strip() for cell in lines[0].strip('|').split('|')]
     assert tuple(header) == COLUMNS
     rows = []

@@ -1,4 +1,5 @@
-"""VQA text features (METHOD.md stage 2) against text_feats.npz; caches, imports, refusals."""
+"""VQA text features (docs/method.md#text-features) against text_feats.npz; caches, imports,
+refusals."""
 import json
 import re
 import shutil

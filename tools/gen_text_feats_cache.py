@@ -1,4 +1,4 @@
-"""Text-feature caches of the VQA answers (METHOD.md stage 2).
+"""Text-feature caches of the VQA answers (docs/method.md#text-features).
 
     python tools/gen_text_feats_cache.py voc \\
         --vqa_fg_file vqa/voc_vqa_fg_blip.json --vqa_fg_cache_file vqa/voc_vqa_fg_blip_ViT-L-14_cache.safetensors \\

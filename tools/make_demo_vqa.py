@@ -1,7 +1,7 @@
 """VQA answers for the synthetic demo dataset (what a VQA model would say of it).
 
 For every image and class present, answers to the 6 FG and 10 BG questions of
-METHOD.md stage 1, derived from what the generator drew: the class's shape,
+docs/method.md#vqa-answers, derived from what the generator drew: the class's shape,
 hue and texture for FG, the background's colour and brightness and the other
 objects of the image for BG. Written in the reference schema as JSON
 (``vqa_fg.json``, ``vqa_bg.json`` at the dataset root), directly usable by

@@ -1,5 +1,5 @@
 """PASCAL VOC 2012 devkit folder (``VOCdevkit/VOC2012``), optionally with the
-SBD-augmented masks in ``SegmentationClassAug`` (METHOD.md, "Data")."""
+SBD-augmented masks in ``SegmentationClassAug`` (docs/method.md#datasets)."""
 import functools
 import os
 import xml.etree.ElementTree as ET

@@ -1,1 +1,2 @@
-"""VQA answers (METHOD.md stage 1) and the CLIP text features built from them (stage 2)."""
+"""VQA answers (docs/method.md#vqa-answers) and the CLIP text features built from them
+(docs/method.md#text-features)."""

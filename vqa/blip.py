@@ -1,4 +1,4 @@
-"""BLIP VQA through HuggingFace ``transformers`` (METHOD.md stage 1).
+"""BLIP VQA through HuggingFace ``transformers`` (docs/method.md#vqa-answers).
 
 Inference settings matched to the reference BLIP VQA: the image resized to
 480 x 480 with PIL bicubic, scaled to [0, 1] and normalised with CLIP's

@@ -1,4 +1,4 @@
-"""Noun lemmatisation of VQA answers (METHOD.md stage 1).
+"""Noun lemmatisation of VQA answers (docs/method.md#vqa-answers).
 
 The reference uses NLTK's WordNet lemmatiser; its data is a separate
 download. It is used when NLTK and its WordNet data are installed; otherwise

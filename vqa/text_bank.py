@@ -1,4 +1,4 @@
-"""Per-(image, class) text features of QA-CLIMS training (METHOD.md stages 2 and 4).
+"""Per-(image, class) text features of QA-CLIMS training (docs/method.md#text-features).
 
 For each training pair (image, present class):
   t_fg = 0.5 * f(class) + 0.5 * mean_k f(prompted FG answer k)   [D], not re-normalised

@@ -1,4 +1,4 @@
-"""Text features of the VQA answers (METHOD.md stage 2).
+"""Text features of the VQA answers (docs/method.md#text-features).
 
 A cache maps each distinct answer text to its L2-normalised CLIP text feature
 of ``prompt.format(text)``. It is one safetensors file: tensor ``features``
