@@ -133,9 +133,9 @@ MUTANTS = [
     # ---------------------------------------------------------------- evaluation
     Mutant('eval_seg_softmax_before_resize', 'step/eval_seg.py',
            "probs = F.softmax(F.interpolate(logits, (h, w), mode='bilinear',\n"
-           "                                        align_corners=False), dim=1)[0]",
+           "                                        align_corners=False), dim=1)",
            "probs = F.interpolate(F.softmax(logits, dim=1), (h, w), mode='bilinear',\n"
-           "                                        align_corners=False)[0]",
+           "                                        align_corners=False)",
            ['tests/test_eval_seg_protocol.py']),
     Mutant('seg_crf_rgb_std_5', 'misc/crf.py', 'bi_rgb_std=3)', 'bi_rgb_std=5)',
            ['tests/test_eval_seg_protocol.py', WIRING]),
@@ -164,8 +164,7 @@ MUTANTS = [
            '        if os.path.isfile(voc):\n            return voc\n', '',
            ['tests/test_voc_data.py', WIRING]),
     Mutant('voc_list_file_whole_line', 'data/base.py',
-           'ids = [line.split()[0] for line in f if line.strip()]',
-           'ids = [line.strip() for line in f if line.strip()]', ['tests/test_voc_data.py']),
+           'image_id = line.split()[0]', 'image_id = line.strip()', ['tests/test_voc_data.py']),
     Mutant('voc_train_aug_keeps_val', 'voc12/devkit.py',
            'return [i for i in ids if i not in val]', 'return ids',
            ['tests/test_voc_data.py']),
