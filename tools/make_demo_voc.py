@@ -29,7 +29,8 @@ from PIL import Image
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tools.make_demo_vqa import write_demo_vqa  # noqa: E402
-from voc12.devkit import XML_CLASS_NAMES as VOC_CLASSES, voc_palette  # noqa: E402
+from data.registry import DATASETS  # noqa: E402
+from voc12.devkit import XML_CLASS_NAMES as VOC_CLASSES  # noqa: E402
 
 
 #: Shape drawn for each class (index = 0-based class id).  Classes ``c`` and
@@ -402,7 +403,7 @@ def palette_png(mask):
     """Mode 'P' PNG bytes of a class-id mask with the VOC colour map."""
     height, width = mask.shape
     image = Image.frombytes("P", (width, height), np.ascontiguousarray(mask).tobytes())
-    image.putpalette(voc_palette())
+    image.putpalette(DATASETS["voc12"].palette)
     return encode_image(image, "PNG")
 
 
