@@ -529,7 +529,7 @@ def write_meta(root, args, summary):
 # ----------------------------------------------------------------------------
 
 def generate_demo_voc(out_dir, n_images=40, seed=0, with_aug=False, min_side=96, max_side=192,
-                      max_classes=20):
+                      max_classes=len(VOC_CLASSES)):
     """Generate (or reuse) a synthetic VOC 2012-layout dataset in ``out_dir``.
 
     Returns a dict with ``ids`` (all listed ids, sorted), ``train``, ``val``,
@@ -601,7 +601,8 @@ def main(argv=None):
     parser.add_argument("--out", required=True, help="output folder (the VOC root)")
     parser.add_argument("--n", type=int, default=40, help="number of listed images")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max_classes", type=int, default=20, help="number of classes drawn")
+    parser.add_argument("--max_classes", type=int, default=len(VOC_CLASSES),
+                        help="number of classes drawn")
     parser.add_argument("--with_aug", action="store_true",
                         help="also write SegmentationClassAug and a few SBD-only images")
     options = parser.parse_args(argv)
