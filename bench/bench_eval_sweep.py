@@ -46,7 +46,8 @@ def per_threshold_reload(folder, names):
         conf = np.zeros((N_CLASSES + 1, N_CLASSES + 1), np.int64)
         for name in names:
             d = load_npz(os.path.join(folder, name))
-            conf += confusion_matrix(cam_to_label(d['high_res'], d['keys'], t), d['gt'], N_CLASSES + 1)
+            conf += confusion_matrix(cam_to_label(d['high_res'], d['keys'], t), d['gt'],
+                                     N_CLASSES + 1)
         confusions.append(conf)
     return np.stack(confusions)
 
