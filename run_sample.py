@@ -5,7 +5,10 @@
 
 Flag names and defaults follow the reference implementation
 (docs/method.md#command-line); flags marked "default per --dataset" take the
-value of the dataset's entry in :mod:`data.registry` unless given. Under
+value of the dataset's entry in :mod:`data.registry` unless given;
+``--cam_network`` picks the backbone of every CAM network and IRNet from
+:mod:`net.registry`. ``--print_defaults FLAG ...`` prints the values the
+stages would use and exits (the run_*.sh flows read theirs with it). Under
 ``torchrun`` (or ``python -m torch.distributed.launch``) the training stages
 run DDP and the inference stages are sharded over the processes. The
 reference's own command lines are accepted: its flags that have no
@@ -19,10 +22,9 @@ import time
 
 from coco14.protocol import PROTOCOLS as COCO_PROTOCOLS
 from data.registry import DATASETS, fill_dataset_defaults, per_dataset_help
-from misc import dist
-from misc.cam import NETWORK_STRIDE
 from misc.io import release_outputs
 from misc.logutil import setup_logging
+from net.registry import DEFAULT as DEFAULT_CAM_NETWORK, cam_network, registered_names
 
 STAGES = ('vqa', 'train_cam', 'train_qa_clims', 'make_cam', 'make_clims', 'eval_cam',
           'cam_to_ir_label', 'train_irn', 'make_sem_seg', 'eval_sem_seg', 'train_seg', 'eval_seg',
@@ -30,8 +32,8 @@ STAGES = ('vqa', 'train_cam', 'train_qa_clims', 'make_cam', 'make_clims', 'eval_
 STAGE_MODULES = {'make_sem_seg': 'step.make_sem_seg_labels'}
 CAM_BATCH_SIZE = 16             # train_cam's global batch
 CLIMS_BATCH_SIZE = 8            # QA-CLIMS global batch: the reference's 4 per GPU x 2 GPUs
-REFERENCE_NETWORKS = {'cam_network': 'net.resnet50_cam', 'clims_network': 'net.resnet50_clims',
-                      'irn_network': 'net.resnet50_irn'}
+# The reference's network flags of QA-CLIMS and IRNet: --cam_network picks every stage's here.
+STAGE_NETWORK_FLAGS = ('clims_network', 'irn_network')
 REFERENCE_LIST_FLAGS = ('train_list', 'val_list', 'infer_list')
 IRN_MIN_CROP = 76               # crop // 4 >= 19: IRNet's radius-10 pairs need > 2 x 9 columns
 SEG_OUTPUT_STRIDE = 8           # DeepLab's output stride
@@ -74,9 +76,6 @@ def int_at_least(minimum, why=''):
 
 positive_int = int_at_least(1)
 non_negative_int = int_at_least(0)
-cam_crop_size = int_at_least(
-    NETWORK_STRIDE, ' (the CAM network\'s output stride: a smaller crop is less than one '
-    'feature cell)')
 irn_crop_size = int_at_least(
     IRN_MIN_CROP, ' (IRNet\'s pairs within radius 10 need a stride-4 grid of more than 18 '
     'columns)')
@@ -112,6 +111,14 @@ def int_pair(value):
     return pair
 
 
+def network_name(value):
+    """argparse type: a registered CAM network (name or alias) -> its registry name."""
+    try:
+        return cam_network(value).name
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -143,6 +150,13 @@ def build_parser():
     g.add_argument('--seed', default=0, type=int)
     g.add_argument('--device', default='auto', help="'auto', 'cpu', 'cuda', 'cuda:1', ...")
     g.add_argument('--amp', default=False, type=str2bool, help='mixed precision (bf16 on CPU)')
+    g.add_argument('--cam_network', default=DEFAULT_CAM_NETWORK, type=network_name,
+                   help='backbone of the baseline CAM, QA-CLIMS and IRNet networks of every stage '
+                   '(net/registry.py): %s' % registered_names())
+    g.add_argument('--print_defaults', nargs='+', default=None, metavar='FLAG',
+                   help='print the value of each FLAG (e.g. clims_learning_rate), one per line, '
+                   'with the per-dataset defaults of --dataset filled in, and exit (lists are '
+                   'comma-separated, an unset value is an empty line)')
     g.add_argument('--overwrite', default=True, type=str2bool,
                    help='outputs and resumable training states made from other weights, settings '
                    'or upstream outputs than this run\'s (each output folder, weights file and '
@@ -159,7 +173,8 @@ def build_parser():
     g.add_argument('--cam_num_epoches', default=5, type=positive_int)
     g.add_argument('--cam_learning_rate', default=0.1, type=float)
     g.add_argument('--cam_weight_decay', default=1e-4, type=float)
-    g.add_argument('--cam_crop_size', default=512, type=cam_crop_size)
+    g.add_argument('--cam_crop_size', default=512, type=positive_int,
+                   help='at least the --cam_network\'s output stride (resnet50: 16)')
     g.add_argument('--cam_resize_long', default=(320, 640), type=int_pair,
                    help='random long-side resize range "MIN,MAX"')
     g.add_argument('--cam_detach_early_stages', default=False, type=str2bool,
@@ -311,9 +326,12 @@ def build_parser():
                    'needs one')
     g.add_argument('--local-rank', '--local_rank', dest='local_rank', default=None, type=int,
                    help='passed by torch.distributed.launch; must equal LOCAL_RANK')
-    for flag, module in REFERENCE_NETWORKS.items():
-        g.add_argument('--' + flag, default=None, help='only %s' % module)
-    g.add_argument('--feature_dim', default=None, type=int, help='only 2048 (ResNet-50)')
+    for flag in STAGE_NETWORK_FLAGS:
+        g.add_argument('--' + flag, default=None, type=network_name,
+                       help='accepted when it names the --cam_network family (the reference\'s '
+                       'net.resnet50_clims, net.resnet50_irn name resnet50)')
+    g.add_argument('--feature_dim', default=None, type=int,
+                   help='accepted when it is the --cam_network\'s feature size (resnet50: 2048)')
     g.add_argument('--num_cores_eval', default=None, type=int,
                    help='no effect (the reference does not read it either)')
 
@@ -332,14 +350,16 @@ def check_reference_flags(args):
     """The reference's flags without a counterpart here: accepted when they
     describe what this code does, else a FlagError saying what to use.
     Returns notes for the log."""
-    for flag, module in REFERENCE_NETWORKS.items():
+    for flag in STAGE_NETWORK_FLAGS:
         value = getattr(args, flag)
-        if value is not None and value != module:
-            raise FlagError('--%s %s: the only network of that stage is %s; drop --%s'
-                             % (flag, value, module, flag))
-    if args.feature_dim is not None and args.feature_dim != 2048:
-        raise FlagError('--feature_dim %d: the ResNet-50 features have 2048 channels; drop '
-                         '--feature_dim' % args.feature_dim)
+        if value is not None and value != args.cam_network:
+            raise FlagError('--%s %s: --cam_network (%s) picks the network of every stage; pass '
+                            '--cam_network %s and drop --%s'
+                            % (flag, value, args.cam_network, value, flag))
+    feature_dim = cam_network(args.cam_network).feature_dim
+    if args.feature_dim is not None and args.feature_dim != feature_dim:
+        raise FlagError('--feature_dim %d: the features of --cam_network %s have %d channels; '
+                        'drop --feature_dim' % (args.feature_dim, args.cam_network, feature_dim))
     launched = 'WORLD_SIZE' in os.environ
     if args.use_distributed_train and not launched:
         raise FlagError('--use_distributed_train True: start run_sample.py with torchrun '
@@ -397,8 +417,14 @@ def resolve_batch_sizes(args):
 
 
 def check_flag_combinations(args):
-    """What one flag's type cannot check: the confident-region thresholds in
-    order, the rescale range. A FlagError names the flags and what is allowed."""
+    """What one flag's type cannot check: the CAM crop against the network's
+    stride, the confident-region thresholds in order, the rescale range. A
+    FlagError names the flags and what is allowed."""
+    stride = cam_network(args.cam_network).stride
+    if args.cam_crop_size < stride:
+        raise FlagError('argument --cam_crop_size: expected an integer >= %d (the output stride '
+                        'of --cam_network %s: a smaller crop is less than one feature cell), got '
+                        '%r' % (stride, args.cam_network, str(args.cam_crop_size)))
     if args.conf_fg_thres <= args.conf_bg_thres:
         raise FlagError('--conf_fg_thres %s must be above --conf_bg_thres %s (both in [0, 1]): '
                         'the foreground threshold marks the confident foreground, the lower '
@@ -423,8 +449,23 @@ def resolve_args(args):
             + resolve_batch_sizes(args))
 
 
+def flag_values(args, flags):
+    """The value of each flag (argparse dest) after the per-dataset defaults and batch
+    sizes, as the shell reads it: lists comma-separated, None empty."""
+    fill_dataset_defaults(args)
+    resolve_batch_sizes(args)
+    unknown = [flag for flag in flags if flag not in vars(args)]
+    if unknown:
+        raise FlagError('--print_defaults: no flag %s (give flag names without dashes, e.g. '
+                        'clims_learning_rate)' % ', '.join(unknown))
+    values = [getattr(args, flag) for flag in flags]
+    return ['' if v is None else ','.join(map(str, v)) if isinstance(v, (tuple, list)) else str(v)
+            for v in values]
+
+
 def run_stages(args):
     """Run every selected stage in pipeline order; returns {stage: result}."""
+    from misc import dist           # torch: imported only to run stages (not for --print_defaults)
     notes = resolve_args(args)
     os.makedirs(args.work_space, exist_ok=True)
     log = setup_logging(args.work_space, args.log_name, is_main=dist.is_main_process())
@@ -448,6 +489,13 @@ def run_stages(args):
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.print_defaults:
+        try:
+            print('\n'.join(flag_values(args, args.print_defaults)))
+        except FlagError as e:
+            parser.error(str(e))
+        return
+    from misc import dist
     try:
         run_stages(args)
     except FlagError as e:

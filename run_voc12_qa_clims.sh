@@ -14,38 +14,34 @@ set -euo pipefail
 DATASET=${DATASET:-voc12}                           # voc12 or coco14 (run_coco14_*.sh set it)
 VOC12_ROOT=${VOC12_ROOT:-data/VOCdevkit/VOC2012}
 MSCOCO_ROOT=${MSCOCO_ROOT:-data/coco2014}   # train2014/, val2014/, annotations/
-WORK_SPACE=${WORK_SPACE:-work_space/qa_clims_voc12}
+WORK_SPACE=${WORK_SPACE:-work_space/qa_clims_$DATASET}
 NGPU=${NGPU:-1}                                     # processes (GPUs); torchrun when > 1
 NUM_WORKERS=${NUM_WORKERS:-8}
 PYTHON=${PYTHON:-python}
 SKIP_TRAIN=${SKIP_TRAIN:-0}
-TRAIN_LIST=${TRAIN_LIST:-train_aug}                               # QA-CLIMS training images
-INFER_LIST=${INFER_LIST:-train_aug}                               # images that get CAMs
-EVAL_SET=${EVAL_SET:-train}                                       # split scored by eval_cam
-CAM_WEIGHTS=${CAM_WEIGHTS:-cam-baseline-voc12/res50_cam.pth}      # baseline (authors' file or ours)
-CLIMS_WEIGHTS=${CLIMS_WEIGHTS:-res50_qa_clims.safetensors}        # output (or input with SKIP_TRAIN=1)
-CLIP=${CLIP:-ViT-L/14}                                            # ~/.cache/clip/ViT-L-14.pt or a file
+CAM_WEIGHTS=${CAM_WEIGHTS:-cam-baseline-$DATASET/res50_cam.pth}   # baseline (authors' file or ours)
 MASK_CLIP_WEIGHTS=${MASK_CLIP_WEIGHTS:-ovseg_swinbase_vitL14_ft_mpt.pth}
-USE_MASK_CLIP=${USE_MASK_CLIP:-True}
-VQA_FG=${VQA_FG:-vqa/voc_vqa_fg_blip.json}
-VQA_BG=${VQA_BG:-vqa/voc_vqa_bg_blip.json}
-VQA_FG_CACHE=${VQA_FG_CACHE:-vqa/voc_vqa_fg_blip_ViT-L-14_cache.safetensors}
-VQA_BG_CACHE=${VQA_BG_CACHE:-vqa/voc_vqa_bg_blip_ViT-L-14_cache.safetensors}
-BATCH_SIZE=${BATCH_SIZE:-8}                                       # global (reference: 4 x 2 GPUs)
-EPOCHS=${EPOCHS:-15}
-LR=${LR:-0.00035}                                                 # backbone (classifier 10x)
-HYPER=${HYPER:-10,8,0.2}                                          # weights of L_FRC, L_BRC, L_REG
-CROP_SIZE=${CROP_SIZE:-512}
-CAM_SCALES=${CAM_SCALES:-1.0,0.5,1.5,2.0}
 
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/scripts/flow_common.sh"
+# The other settings, when not set, are run_sample.py's for $DATASET (e.g. LR: 0.00035
+# on VOC, 0.00001 on COCO); BATCH_SIZE is the global batch (the reference: 4 x 2 GPUs).
+python_defaults TRAIN_LIST=train_list INFER_LIST=infer_list EVAL_SET=chainer_eval_set \
+    CLIMS_WEIGHTS=clims_weights_name CLIP=clip USE_MASK_CLIP=use_mask_clip \
+    BATCH_SIZE=clims_batch_size EPOCHS=clims_num_epoches LR=clims_learning_rate HYPER=hyper \
+    CROP_SIZE=cam_crop_size CAM_SCALES=cam_scales NCE_T=nce_t \
+    MASK_ADAPTER_ALPHA=mask_adapter_alpha CAM_EVAL_THRES=cam_eval_thres \
+    vqa_fg_file=vqa_fg_file vqa_bg_file=vqa_bg_file vqa_fg_cache_file=vqa_fg_cache_file \
+    vqa_bg_cache_file=vqa_bg_cache_file
+VQA_FG=${VQA_FG:-vqa/$vqa_fg_file}                  # the dataset's VQA file names, in vqa/
+VQA_BG=${VQA_BG:-vqa/$vqa_bg_file}
+VQA_FG_CACHE=${VQA_FG_CACHE:-vqa/$vqa_fg_cache_file}
+VQA_BG_CACHE=${VQA_BG_CACHE:-vqa/$vqa_bg_cache_file}
 common=("${data[@]}" --work_space "$WORK_SPACE" --num_workers "$NUM_WORKERS"
-        --clims_weights_name "$CLIMS_WEIGHTS" --cam_out_dir cams)
+        --clims_weights_name "$CLIMS_WEIGHTS")
 
 if [ "$SKIP_TRAIN" != 1 ]; then
     if [ ! -f "$VQA_FG_CACHE" ] || [ ! -f "$VQA_BG_CACHE" ]; then
-        text_set=voc; if [ "$DATASET" = coco14 ]; then text_set=coco; fi
-        run "$PYTHON" "$repo/tools/gen_text_feats_cache.py" "$text_set" --vqa_fg_file "$VQA_FG" \
+        run "$PYTHON" "$repo/tools/gen_text_feats_cache.py" "$DATASET" --vqa_fg_file "$VQA_FG" \
             --vqa_fg_cache_file "$VQA_FG_CACHE" --vqa_bg_file "$VQA_BG" \
             --vqa_bg_cache_file "$VQA_BG_CACHE" --clip "$CLIP"
     fi
@@ -55,11 +51,11 @@ if [ "$SKIP_TRAIN" != 1 ]; then
         --vqa_fg_cache_file "$VQA_FG_CACHE" --vqa_bg_cache_file "$VQA_BG_CACHE" \
         --clims_batch_size "$BATCH_SIZE" --clims_num_epoches "$EPOCHS" \
         --clims_learning_rate "$LR" --hyper "$HYPER" --cam_crop_size "$CROP_SIZE" \
-        --nce_t 0.7 --mask_adapter_alpha 0.1 --train_qa_clims_pass True
+        --nce_t "$NCE_T" --mask_adapter_alpha "$MASK_ADAPTER_ALPHA" --train_qa_clims_pass True
 fi
 
 run "${launch[@]}" "$repo/run_sample.py" "${common[@]}" --infer_list "$INFER_LIST" \
     --cam_scales "$CAM_SCALES" --make_clims_pass True
 
 run "$PYTHON" "$repo/run_sample.py" "${common[@]}" --chainer_eval_set "$EVAL_SET" \
-    --cam_eval_thres 0.15 --eval_cam_best True --eval_cam_pass True
+    --cam_eval_thres "$CAM_EVAL_THRES" --eval_cam_best True --eval_cam_pass True

@@ -12,29 +12,23 @@ set -euo pipefail
 DATASET=${DATASET:-voc12}                           # voc12 or coco14 (run_coco14_*.sh set it)
 VOC12_ROOT=${VOC12_ROOT:-data/VOCdevkit/VOC2012}
 MSCOCO_ROOT=${MSCOCO_ROOT:-data/coco2014}
-WORK_SPACE=${WORK_SPACE:-work_space/qa_clims_voc12}
+WORK_SPACE=${WORK_SPACE:-work_space/qa_clims_$DATASET}
 IMAGENET_WEIGHTS=${IMAGENET_WEIGHTS:-resnet50-19c8e357.pth}   # torchvision ResNet-50, local file
 NGPU=${NGPU:-1}
 NUM_WORKERS=${NUM_WORKERS:-8}
 PYTHON=${PYTHON:-python}
-TRAIN_LIST=${TRAIN_LIST:-train_aug}    # confident regions and IRNet training
-INFER_LIST=${INFER_LIST:-train_aug}    # displacement mean and pseudo masks
-EVAL_SET=${EVAL_SET:-train}            # split scored by eval_sem_seg
-CONF_FG_THRES=${CONF_FG_THRES:-0.30}
-CONF_BG_THRES=${CONF_BG_THRES:-0.10}
-IRN_CROP_SIZE=${IRN_CROP_SIZE:-512}
-IRN_BATCH_SIZE=${IRN_BATCH_SIZE:-32}
-IRN_NUM_EPOCHES=${IRN_NUM_EPOCHES:-3}
-IRN_LEARNING_RATE=${IRN_LEARNING_RATE:-0.1}   # edge branch (displacement branch 10x)
-IRN_RESCALE=${IRN_RESCALE:-0.5,1.5}           # random rescale range
-BETA=${BETA:-10}
-EXP_TIMES=${EXP_TIMES:-8}
-SEM_SEG_BG_THRES=${SEM_SEG_BG_THRES:-0.20}
 
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/scripts/flow_common.sh"
-common=("${data[@]}" --work_space "$WORK_SPACE" --num_workers "$NUM_WORKERS"
-        --cam_out_dir cams --ir_label_out_dir ir_label --sem_seg_out_dir sem_seg
-        --irn_weights_name res50_irn.safetensors)
+# The other settings, when not set, are run_sample.py's for $DATASET: TRAIN_LIST for
+# the confident regions and IRNet training, INFER_LIST for the displacement mean and
+# the pseudo masks, EVAL_SET scored by eval_sem_seg; IRN_LEARNING_RATE is the edge
+# branch's (displacement branch 10x), IRN_RESCALE the random rescale range.
+python_defaults TRAIN_LIST=train_list INFER_LIST=infer_list EVAL_SET=chainer_eval_set \
+    CONF_FG_THRES=conf_fg_thres CONF_BG_THRES=conf_bg_thres IRN_CROP_SIZE=irn_crop_size \
+    IRN_BATCH_SIZE=irn_batch_size IRN_NUM_EPOCHES=irn_num_epoches \
+    IRN_LEARNING_RATE=irn_learning_rate IRN_RESCALE=irn_rescale BETA=beta EXP_TIMES=exp_times \
+    SEM_SEG_BG_THRES=sem_seg_bg_thres
+common=("${data[@]}" --work_space "$WORK_SPACE" --num_workers "$NUM_WORKERS")
 
 run "$PYTHON" "$repo/run_sample.py" "${common[@]}" --train_list "$TRAIN_LIST" \
     --conf_fg_thres "$CONF_FG_THRES" --conf_bg_thres "$CONF_BG_THRES" \

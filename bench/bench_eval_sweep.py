@@ -17,10 +17,12 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from data.registry import DATASETS  # noqa: E402
 from misc.io import load_npz, save_npz  # noqa: E402
 from misc.metrics import ThresholdSweep, cam_to_label, confusion_matrix  # noqa: E402
 
 THRESHOLDS = [i / 100.0 for i in range(5, 60)]
+N_CLASSES = DATASETS['voc12'].n_classes          # VOC-like masks: ids 0..N_CLASSES
 
 
 def write_synthetic(folder, n_images, size, rng):
@@ -29,7 +31,7 @@ def write_synthetic(folder, n_images, size, rng):
     yy, xx = np.mgrid[0:h, 0:w]
     for i in range(n_images):
         k = int(rng.integers(1, 4))
-        keys = np.sort(rng.choice(20, size=k, replace=False))
+        keys = np.sort(rng.choice(N_CLASSES, size=k, replace=False))
         centres = rng.uniform(0, 1, (k, 2)) * [h, w]
         dist = np.stack([np.hypot(yy - cy, xx - cx) for cy, cx in centres])
         cams = np.exp(-(dist / (0.25 * min(h, w))) ** 2).astype(np.float32)
@@ -41,16 +43,17 @@ def write_synthetic(folder, n_images, size, rng):
 def per_threshold_reload(folder, names):
     confusions = []
     for t in THRESHOLDS:
-        conf = np.zeros((21, 21), np.int64)
+        conf = np.zeros((N_CLASSES + 1, N_CLASSES + 1), np.int64)
         for name in names:
             d = load_npz(os.path.join(folder, name))
-            conf += confusion_matrix(cam_to_label(d['high_res'], d['keys'], t), d['gt'], 21)
+            conf += confusion_matrix(cam_to_label(d['high_res'], d['keys'], t), d['gt'],
+                                     N_CLASSES + 1)
         confusions.append(conf)
     return np.stack(confusions)
 
 
 def one_pass(folder, names):
-    sweep = ThresholdSweep(THRESHOLDS, 21)
+    sweep = ThresholdSweep(THRESHOLDS, N_CLASSES + 1)
     for name in names:
         d = load_npz(os.path.join(folder, name))
         sweep.add(d['high_res'], d['keys'], d['gt'])

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from data.registry import DATASETS  # noqa: E402
 from net.clip_models import load_clip  # noqa: E402
 from net.losses import foreground_adaptive_threshold, info_nce_bg, info_nce_fg  # noqa: E402
 from net.resnet50_clims import CLIMS  # noqa: E402
@@ -80,11 +81,12 @@ def main():
     gen = torch.Generator().manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         clip = load_clip(write_tiny_clip(os.path.join(tmp, 'clip.safetensors')))
-    model = CLIMS().train()
+    n_classes = DATASETS['voc12'].n_classes
+    model = CLIMS(n_classes).train()
     img = torch.randn(a.batch, 3, a.size, a.size, generator=gen)
-    label = torch.zeros(a.batch, 20)
+    label = torch.zeros(a.batch, n_classes)
     for n in range(a.batch):
-        label[n, torch.randperm(20, generator=gen)[:a.labels_per_image]] = 1
+        label[n, torch.randperm(n_classes, generator=gen)[:a.labels_per_image]] = 1
     names = ['img%d' % n for n in range(a.batch)]
     bank = random_bank(names, label, 32, gen)
     cfg = ObjectiveConfig(clip_input_size=clip.input_resolution)

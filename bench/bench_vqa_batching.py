@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from step.vqa import class_questions  # noqa: E402
 from tools.make_demo_voc import generate_demo_voc  # noqa: E402
 from tools.make_tiny_blip import write_tiny_blip  # noqa: E402
-from voc12.devkit import TEXT_CLASS_NAMES, VOC12  # noqa: E402
+from voc12.devkit import VOC12  # noqa: E402
 from vqa.blip import BlipVQA  # noqa: E402
 
 
@@ -42,7 +42,7 @@ def main():
         ids = voc['ids']
         images = [source.read_image(i) for i in ids]
         questions = [[q for c in source.image_label_ids(i)
-                      for q in class_questions(TEXT_CLASS_NAMES[c], TEXT_CLASS_NAMES)]
+                      for q in class_questions(source.class_names[c], source.class_names)]
                      for i in ids]
         start = time.perf_counter()
         batched = []

@@ -17,10 +17,12 @@ authors' ``category_map``):
   instances in annotation order and writes no void label; a 255 in such a
   file is ignored by the evaluation here (the reference's chainercv
   confusion would count it as a class);
-* otherwise rendered from the annotations and written ONCE as PNGs in
-  ``SegmentationClass/`` of the root (like VOC's, so every later stage reads
-  the same thing; 255 crowd regions): instances are painted from the largest
-  to the smallest, crowd annotations only where no instance is.
+* otherwise rendered from the annotations (255 crowd regions): instances are
+  painted from the largest to the smallest, crowd annotations only where no
+  instance is. Nothing is written into the dataset: with ``mask_cache`` (a
+  folder the caller owns; run_sample.py passes ``<work_space>/coco_masks``)
+  each rendered mask is saved there as a PNG the first time it is read and
+  read back afterwards; without it every read renders it again.
 """
 import contextlib
 import functools
@@ -32,19 +34,11 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from data.base import SegmentationSource
-from misc.io import save_png
+from data.registry import DATASETS
+from misc.io import read_label_png, save_png
 
-COCO_CLASS_NAMES = (
-    'person', 'bicycle', 'car', 'motorcycle', 'airplane', 'bus', 'train', 'truck', 'boat',
-    'traffic light', 'fire hydrant', 'stop sign', 'parking meter', 'bench', 'bird', 'cat', 'dog',
-    'horse', 'sheep', 'cow', 'elephant', 'bear', 'zebra', 'giraffe', 'backpack', 'umbrella',
-    'handbag', 'tie', 'suitcase', 'frisbee', 'skis', 'snowboard', 'sports ball', 'kite',
-    'baseball bat', 'baseball glove', 'skateboard', 'surfboard', 'tennis racket', 'bottle',
-    'wine glass', 'cup', 'fork', 'knife', 'spoon', 'bowl', 'banana', 'apple', 'sandwich', 'orange',
-    'broccoli', 'carrot', 'hot dog', 'pizza', 'donut', 'cake', 'chair', 'couch', 'potted plant',
-    'bed', 'dining table', 'toilet', 'tv', 'laptop', 'mouse', 'remote', 'keyboard', 'cell phone',
-    'microwave', 'oven', 'toaster', 'sink', 'refrigerator', 'book', 'clock', 'vase', 'scissors',
-    'teddy bear', 'hair drier', 'toothbrush')
+ENTRY = DATASETS['coco14']
+
 SPLITS = {'train': 'train2014', 'val': 'val2014'}
 
 
@@ -93,12 +87,15 @@ def image_number(image_id):
 
 
 class COCO14(SegmentationSource):
-    """The COCO 2014 folder; masks from the authors' folder or rendered on first use (module doc)."""
+    """The COCO 2014 folder; masks from the authors' folder or rendered from the annotations,
+    cached in ``mask_cache`` when given (module doc)."""
 
-    name = 'coco14'
-    class_names = COCO_CLASS_NAMES
+    name = ENTRY.name
+    class_names = ENTRY.class_names
+    class_aliases = ENTRY.text_aliases
+    palette = ENTRY.palette
 
-    def __init__(self, root):
+    def __init__(self, root, mask_cache=None):
         if not root:
             raise ValueError('no COCO root given: pass --mscoco_root PATH (the folder with '
                              'train2014/, val2014/ and annotations/)')
@@ -107,6 +104,7 @@ class COCO14(SegmentationSource):
             raise FileNotFoundError('COCO root %s has no annotations/ folder: --mscoco_root must '
                                     'hold train2014/, val2014/ and annotations/'
                                     'instances_{train,val}2014.json' % self.root)
+        self.mask_cache = os.path.abspath(mask_cache) if mask_cache else None
 
     def _folder_of(self, image_id):
         for folder in SPLITS.values():
@@ -115,18 +113,21 @@ class COCO14(SegmentationSource):
         raise ValueError('%s is not a COCO 2014 image id (COCO_train2014_... / '
                          'COCO_val2014_...)' % image_id)
 
+    def _annotation_path(self, folder):
+        return os.path.join(self.root, 'annotations', 'instances_%s.json' % folder)
+
     @functools.lru_cache(maxsize=None)
     def _coco(self, folder):
-        path = os.path.join(self.root, 'annotations', 'instances_%s.json' % folder)
+        path = self._annotation_path(folder)
         if not os.path.isfile(path):
             raise FileNotFoundError('COCO annotations %s do not exist' % path)
         with contextlib.redirect_stdout(io.StringIO()):          # pycocotools prints
             coco = COCO(path)
         cat_ids = sorted(coco.getCatIds())
         names = [coco.loadCats(c)[0]['name'] for c in cat_ids]
-        if tuple(names) != COCO_CLASS_NAMES:
-            raise ValueError('%s does not have the 80 COCO categories in the standard order'
-                             % path)
+        if tuple(names) != self.class_names:
+            raise ValueError('%s does not have the %d COCO categories in the standard order'
+                             % (path, len(self.class_names)))
         by_stem = images_by_stem(coco.dataset['images'], path)
         return coco, {c: i for i, c in enumerate(cat_ids)}, by_stem
 
@@ -150,24 +151,54 @@ class COCO14(SegmentationSource):
         """``<root>/mask/train2014`` or ``<root>/mask/val2014``: the authors' mask folder."""
         return os.path.join(self.root, 'mask', self._folder_of(image_id))
 
-    def mask_path(self, image_id):
-        """The authors' mask file when their folder exists, else the PNG rendered from the
-        annotations (written the first time it is asked for)."""
+    def reference_mask_path(self, image_id):
+        """The authors' mask file of the image, or None when their mask folder does not exist."""
         reference_dir = self.reference_mask_dir(image_id)
-        if os.path.isdir(reference_dir):
-            path = os.path.join(reference_dir, '%d.png' % image_number(image_id))
-            if not os.path.isfile(path):
-                raise FileNotFoundError(
-                    'mask %s of %s does not exist: %s is the authors\' mask folder, so every '
-                    'mask of its images is read from it (add the file, or move the folder away '
-                    'to render the masks from the annotations)' % (path, image_id, reference_dir))
-            return path
-        path = os.path.join(self.root, 'SegmentationClass', image_id + '.png')
+        if not os.path.isdir(reference_dir):
+            return None
+        path = os.path.join(reference_dir, '%d.png' % image_number(image_id))
         if not os.path.isfile(path):
-            coco, index, record = self._image_record(image_id)
-            anns = coco.loadAnns(coco.getAnnIds(imgIds=record['id']))
-            save_png(path, class_mask(anns, record['height'], record['width'], index))
+            raise FileNotFoundError(
+                'mask %s of %s does not exist: %s is the authors\' mask folder, so every mask '
+                'of its images is read from it (add the file, or move the folder away to render '
+                'the masks from the annotations)' % (path, image_id, reference_dir))
         return path
+
+    def _cached_mask_path(self, image_id):
+        return os.path.join(self.mask_cache, image_id + '.png') if self.mask_cache else None
+
+    def mask_path(self, image_id):
+        """The authors' mask file; else the rendered mask's PNG in ``mask_cache``; else the
+        annotation file the mask is rendered from."""
+        return (self.reference_mask_path(image_id) or self._cached_mask_path(image_id)
+                or self._annotation_path(self._folder_of(image_id)))
+
+    def has_mask(self, image_id):
+        """The authors' mask exists, or the image is annotated (its mask is rendered)."""
+        if self.reference_mask_path(image_id) is not None:
+            return True
+        _, _, by_stem = self._coco(self._folder_of(image_id))
+        return image_id in by_stem
+
+    def read_mask(self, image_id):
+        """The authors' mask, else the mask rendered from the annotations (read from and
+        written to ``mask_cache`` when given)."""
+        reference = self.reference_mask_path(image_id)
+        if reference is not None:
+            return read_label_png(reference)
+        cached = self._cached_mask_path(image_id)
+        if cached is not None and os.path.isfile(cached):
+            return read_label_png(cached)
+        mask = self.render_mask(image_id)
+        if cached is not None:
+            save_png(cached, mask)
+        return mask
+
+    def render_mask(self, image_id):
+        """uint8 [H, W] class ids of the image's annotations (:func:`class_mask`)."""
+        coco, index, record = self._image_record(image_id)
+        anns = coco.loadAnns(coco.getAnnIds(imgIds=record['id']))
+        return class_mask(anns, record['height'], record['width'], index)
 
     def image_label_ids(self, image_id):
         coco, index, record = self._image_record(image_id)

@@ -1,19 +1,23 @@
 """What a dataset must provide to the pipeline."""
 import abc
 import os
+from types import MappingProxyType
 
 import numpy as np
 
 from misc.io import read_label_png, read_rgb
 from misc.palette import color_map
-from vqa.text_features import CLASS_ALIASES
 
 
 class SegmentationSource(abc.ABC):
     """A folder of images with image-level labels, split lists and GT masks.
 
     Subclasses set ``root``, ``class_names`` (names used on the text side,
-    e.g. ``dining table``), and implement :meth:`split_ids`,
+    e.g. ``dining table``), ``class_aliases`` ({class name: names that count
+    as the class in an FG answer}, the reference's ``supply_cat``; see
+    :func:`vqa.text_features.fg_prompted_answers`) and ``palette`` (flat [r,
+    g, b, ...] colours of the class ids), the registered datasets from their
+    :mod:`data.registry` entry, and implement :meth:`split_ids`,
     :meth:`image_path`, :meth:`mask_path` and :meth:`image_label_ids`.
     ``masks_optional``: the dataset may lack masks (the scoring stages then
     score the images that have one, or skip scoring, and say so); on VOC and
@@ -22,18 +26,9 @@ class SegmentationSource(abc.ABC):
 
     name = 'dataset'
     class_names = ()
+    class_aliases = MappingProxyType({})
+    palette = tuple(color_map())
     masks_optional = False
-
-    @property
-    def class_aliases(self):
-        """{class name: names that count as the class in an FG answer} (the
-        reference's ``supply_cat``; see :func:`vqa.text_features.fg_prompted_answers`)."""
-        return CLASS_ALIASES
-
-    @property
-    def palette(self):
-        """Flat [r, g, b, ...] palette of the colour PNGs (index = class id)."""
-        return color_map()
 
     @property
     def n_classes(self):

@@ -35,6 +35,7 @@ import re
 import numpy as np
 
 from data.base import SegmentationSource
+from data.registry import DATASETS
 from misc.io import atomic_write, read_label_png
 from misc.logutil import get_logger
 from misc.palette import MAX_LABELS
@@ -45,6 +46,7 @@ CSV_HEADER = ['image', 'labels']
 LABEL_SEPARATORS = re.compile(r'[;|]')
 IGNORE_LABEL = 255
 MAX_REPORTED = 20
+ENTRY = DATASETS['folder']
 
 
 class FolderFormatError(ValueError):
@@ -210,7 +212,8 @@ def check_entries(entries, class_index, images):
 class FolderDataset(SegmentationSource):
     """An image folder with image-level labels (module docstring: the layout)."""
 
-    name = 'folder'
+    name = ENTRY.name
+    palette = ENTRY.palette
     masks_optional = True
 
     def __init__(self, root):

@@ -12,7 +12,6 @@ from misc.io import load_npz
 from misc.paths import cam_out_dir
 
 CAM_STRIDE = 4
-NETWORK_STRIDE = 16
 CAM_SUFFIX = '.npz'
 REFERENCE_CAM_SUFFIX = '.npy'
 CAM_ARRAYS = ('keys', 'cam', 'high_res')
@@ -24,15 +23,16 @@ def normalize_cams(cams, eps=1e-5):
     return cams / (F.adaptive_max_pool2d(cams, (1, 1)) + eps)
 
 
-def fuse_multiscale(outputs, size):
+def fuse_multiscale(outputs, size, network_stride):
     """Sum the per-scale maps at stride 4 and at full resolution (docs/method.md#multi-scale-cams).
 
     ``outputs``: list of [C, h_s, w_s] maps, one per scale. Returns
     (strided [C, ceil(H/4), ceil(W/4)], high_res [C, H, W]); the high-res
-    maps are resized to the stride-16 cover of (H, W) and cropped.
+    maps are resized to the ``network_stride`` cover of (H, W) (the
+    reference: 16, ResNet-50's) and cropped.
     """
     strided = strided_size(size, CAM_STRIDE)
-    up = strided_up_size(size, NETWORK_STRIDE)
+    up = strided_up_size(size, network_stride)
     strided_cam = torch.stack([F.interpolate(o[None], strided, mode='bilinear',
                                              align_corners=False)[0] for o in outputs]).sum(0)
     high_res = torch.stack([F.interpolate(o[:, None], up, mode='bilinear',

@@ -10,15 +10,14 @@ Reproduces the numbers of the reference ``step/eval_cam.py`` and
   mIoU = nanmean.
 
 chainercv grows the confusion matrix to max label + 1; here ``n_class`` is
-fixed (21 for VOC). The extra rows/columns are zero, their IoU is NaN, so
-the mIoU is identical.
+the dataset's (background + its classes: 21 on VOC). The extra rows/columns
+are zero, their IoU is NaN, so the mIoU is identical.
 
 :class:`ThresholdSweep` evaluates every background threshold of the
 reference ``--eval_cam_best`` sweep in one pass over the images.
 """
 import numpy as np
 
-VOC_N_CLASS = 21
 IGNORE_INDEX = 255
 
 
@@ -31,7 +30,7 @@ def _check_labels(labels, n_class, what):
             f"({bad.size} pixel(s)); map it to a class or to the ignore index first")
 
 
-def confusion_matrix(pred, gt, n_class=VOC_N_CLASS, ignore_index=IGNORE_INDEX):
+def confusion_matrix(pred, gt, n_class, ignore_index=IGNORE_INDEX):
     """Confusion matrix int64 [n_class, n_class] (rows GT, columns prediction).
 
     Pixels whose GT equals ``ignore_index`` are skipped (whatever their
@@ -123,7 +122,7 @@ class ThresholdSweep:
     background column.
     """
 
-    def __init__(self, thresholds, n_class=VOC_N_CLASS, ignore_index=IGNORE_INDEX):
+    def __init__(self, thresholds, n_class, ignore_index=IGNORE_INDEX):
         thresholds = np.asarray(thresholds, dtype=np.float64)
         if thresholds.ndim != 1 or thresholds.size == 0:
             raise ValueError("thresholds must be a non-empty 1-D sequence")

@@ -116,17 +116,18 @@ def load_weights(model, path):
     return model
 
 
-def load_backbone(resnet, path, prefix='resnet50.'):
-    """Load the ``resnet50.*`` tensors of a CAM/IRNet checkpoint into a bare ResNet-50."""
+def load_backbone(backbone, path, prefix):
+    """Load the ``<prefix>*`` tensors of a CAM/IRNet checkpoint (``resnet50.*``) into a
+    bare backbone."""
     state = canonical_state_dict(read_state_dict(path))
-    backbone = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    expected = resnet.state_dict()
-    missing = sorted(k for k in expected if k not in backbone)
+    tensors = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    expected = backbone.state_dict()
+    missing = sorted(k for k in expected if k not in tensors)
     if missing:
-        raise ValueError('%s has no ResNet-50 backbone under %r: %d missing keys, first %s'
-                         % (path, prefix, len(missing), missing[:3]))
-    resnet.load_state_dict({k: backbone[k] for k in expected}, strict=True)
-    return resnet
+        raise ValueError('%s has no %s backbone under %r: %d missing keys, first %s'
+                         % (path, type(backbone).__name__, prefix, len(missing), missing[:3]))
+    backbone.load_state_dict({k: tensors[k] for k in expected}, strict=True)
+    return backbone
 
 
 def save_weights(model, path, metadata=None):

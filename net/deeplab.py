@@ -137,7 +137,7 @@ def segmentation_loss(outputs, labels, ignore_index=255):
 class DeepLabV2(SegmentationNet):
     """Dilated ResNet-101 (OS 8, frozen BN) + ASPP sum; ``caffe``: the MSRA variant."""
 
-    def __init__(self, n_classes=21, caffe=False, msc=False):
+    def __init__(self, n_classes, caffe=False, msc=False):
         super().__init__(msc)
         self.caffe = caffe
         self.input = CaffeInput() if caffe else nn.Identity()
@@ -177,7 +177,7 @@ class DeepLabV2(SegmentationNet):
 class DeepLabV3(SegmentationNet):
     """torchvision's DeepLabV3-ResNet-101."""
 
-    def __init__(self, n_classes=21, msc=False):
+    def __init__(self, n_classes, msc=False):
         super().__init__(msc)
         self.net = torchvision.models.segmentation.deeplabv3_resnet101(
             weights=None, weights_backbone=None, num_classes=n_classes, aux_loss=False)

@@ -7,6 +7,11 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from torch import nn
+from torchvision.models.resnet import Bottleneck
+
+from net.backbone import CamBackbone
+
+STRIDES = (2, 2, 2, 1)          # conv1, layer2, layer3, layer4 (the reference's resnet50 strides)
 
 
 class FixedBatchNorm(nn.BatchNorm2d):
@@ -48,35 +53,61 @@ def estimate_batchnorm_statistics(model, batches):
             m.momentum, m.estimating, m.training = momentum, False, training
 
 
-def resnet50(norm_layer=nn.BatchNorm2d, strides=(2, 2, 2, 1)):
-    """torchvision ResNet-50 without its pooling/fc head.
+class ResNet50(CamBackbone, torchvision.models.ResNet):
+    """torchvision's ResNet-50 without its pooling/fc head, with the reference's
+    :data:`STRIDES` (the max-pool always has stride 2): output stride 16, layer4
+    at stride 1 without dilation. The ``--cam_network resnet50`` backbone
+    (:class:`net.backbone.CamBackbone`)."""
 
-    ``strides`` are those of conv1, layer2, layer3 and layer4 (the max-pool
-    always has stride 2), as the reference ``resnet50(strides=...)``.
-    """
-    net = torchvision.models.resnet50(weights=None, norm_layer=norm_layer)
-    net.conv1.stride = (strides[0], strides[0])
-    for layer, stride in zip((net.layer2, net.layer3, net.layer4), strides[1:]):
-        layer[0].conv2.stride = (stride, stride)
-        layer[0].downsample[0].stride = (stride, stride)
-    del net.avgpool
-    del net.fc
-    return net
+    feature_dim = 2048
+    stride = 16
+    stage_channels = (64, 256, 512, 1024, 2048)
 
+    def __init__(self, norm_layer=nn.BatchNorm2d):
+        super().__init__(Bottleneck, [3, 4, 6, 3], norm_layer=norm_layer)
+        self.conv1.stride = (STRIDES[0], STRIDES[0])
+        for layer, stride in zip((self.layer2, self.layer3, self.layer4), STRIDES[1:]):
+            layer[0].conv2.stride = (stride, stride)
+            layer[0].downsample[0].stride = (stride, stride)
+        del self.avgpool
+        del self.fc
 
-def load_imagenet_weights(backbone, path):
-    """Load torchvision ImageNet ResNet-50 weights (``resnet50-*.pth``) from a file.
+    def stem(self, x):
+        return self.maxpool(self.relu(self.bn1(self.conv1(x))))
 
-    The classification head (``fc.*``) of the file is ignored; any other
-    mismatch is an error naming the file.
-    """
-    if not os.path.isfile(path):
-        raise FileNotFoundError('ImageNet ResNet-50 weights %s do not exist (download '
-                                'torchvision\'s resnet50-0676ba61.pth or resnet50-19c8e357.pth '
-                                'and pass its path)' % path)
-    state = torch.load(path, map_location='cpu', weights_only=True)
-    state = {k: v for k, v in state.items() if not k.startswith('fc.')}
-    result = backbone.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise ValueError('%s is not a torchvision ResNet-50 state dict: missing %s, unexpected %s'
-                         % (path, result.missing_keys[:5], result.unexpected_keys[:5]))
+    def forward_early(self, x):
+        return self.layer2(self.layer1(self.stem(x)))
+
+    def forward_late(self, x):
+        return self.layer4(self.layer3(x))
+
+    def stem_parameters(self):
+        return list(self.conv1.parameters()) + list(self.bn1.parameters())
+
+    def early_modules(self):
+        return [self.layer1, self.layer2]
+
+    def stage_outputs(self, x):
+        """Outputs of the stem (stride 4) and of layer1-4."""
+        outputs = [self.stem(x)]
+        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
+            outputs.append(layer(outputs[-1]))
+        return outputs
+
+    def load_imagenet_weights(self, path):
+        """Load torchvision ImageNet ResNet-50 weights (``resnet50-*.pth``) from a file.
+
+        The classification head (``fc.*``) of the file is ignored; any other
+        mismatch is an error naming the file.
+        """
+        if not os.path.isfile(path):
+            raise FileNotFoundError('ImageNet ResNet-50 weights %s do not exist (download '
+                                    'torchvision\'s resnet50-0676ba61.pth or resnet50-19c8e357.pth '
+                                    'and pass its path)' % path)
+        state = torch.load(path, map_location='cpu', weights_only=True)
+        state = {k: v for k, v in state.items() if not k.startswith('fc.')}
+        result = self.load_state_dict(state, strict=False)
+        if result.missing_keys or result.unexpected_keys:
+            raise ValueError('%s is not a torchvision ResNet-50 state dict: missing %s, '
+                             'unexpected %s' % (path, result.missing_keys[:5],
+                                                result.unexpected_keys[:5]))

@@ -1,42 +1,50 @@
-"""CAM networks on a ResNet-50 (docs/method.md#baseline-cam-network,
-docs/method.md#multi-scale-cams).
+"""CAM networks (docs/method.md#baseline-cam-network, docs/method.md#multi-scale-cams)
+around a ``--cam_network`` backbone (:mod:`net.registry`; ResNet-50 by default, the
+reference's).
 
 ``Net`` is the baseline classifier (frozen BatchNorm statistics); ``CAM``
 computes its class activation maps. The QA-CLIMS network
 (``net.resnet50_clims``) shares this layout with trainable BatchNorm.
-Module names follow the reference checkpoints: ``resnet50.*`` and
-``classifier.weight``.
+Module names follow the reference checkpoints: the backbone under the
+family's name (``resnet50.*``) and ``classifier.weight``.
 """
 import torch.nn.functional as F
 from torch import nn
 
-from net.resnet50 import FixedBatchNorm, resnet50
+from net.registry import RESNET50
+from net.resnet50 import FixedBatchNorm
 
 
-class ResNet50Classifier(nn.Module):
-    """ResNet-50 (output stride 16) + bias-free 1x1 classifier."""
+class CamClassifier(nn.Module):
+    """A backbone (``network``'s, built with ``norm_layer``; its stem frozen) + bias-free
+    1x1 classifier on its features."""
 
     norm_layer = nn.BatchNorm2d
 
-    def __init__(self, n_classes=20):
+    def __init__(self, n_classes, network=RESNET50):
         super().__init__()
         self.n_classes = n_classes
-        self.resnet50 = resnet50(norm_layer=self.norm_layer)
-        self.classifier = nn.Conv2d(2048, n_classes, 1, bias=False)
-        for p in list(self.resnet50.conv1.parameters()) + list(self.resnet50.bn1.parameters()):
+        self.backbone_name = network.name
+        self.add_module(network.name, network.build_backbone(self.norm_layer))
+        self.classifier = nn.Conv2d(self.backbone.feature_dim, n_classes, 1, bias=False)
+        for p in self.backbone.stem_parameters():
             p.requires_grad = False
 
-    def stage1(self, x):
-        r = self.resnet50
-        return r.layer1(r.maxpool(r.relu(r.bn1(r.conv1(x)))))
+    @property
+    def backbone(self):
+        return self._modules[self.backbone_name]
+
+    @property
+    def stride(self):
+        """Output stride of the maps."""
+        return self.backbone.stride
 
     def features(self, x):
-        r = self.resnet50
-        return r.layer4(r.layer3(r.layer2(self.stage1(x))))
+        return self.backbone(x)
 
     def trainable_parameters(self):
         """(backbone parameters, classifier parameters) that receive gradients."""
-        backbone = [p for p in self.resnet50.parameters() if p.requires_grad]
+        backbone = [p for p in self.backbone.parameters() if p.requires_grad]
         return backbone, list(self.classifier.parameters())
 
     def cam(self, x):
@@ -44,31 +52,31 @@ class ResNet50Classifier(nn.Module):
         return F.relu(F.conv2d(self.features(x), self.classifier.weight))
 
 
-class Net(ResNet50Classifier):
+class Net(CamClassifier):
     """Baseline CAM classifier: global average pooling, logits [N, n_classes].
 
     The authors' ``net/resnet50_cam.Net``: no stage output is detached and
-    only conv1/bn1 are frozen, so layer1-4 (convolutions and the affine
-    BatchNorm parameters) all train. ``detach_early_stages=True`` is IRNet's
-    variant instead: the layer2 output is detached, so layer1-2 get no
-    gradient and are marked frozen (``--cam_detach_early_stages``).
+    only the stem (conv1/bn1) is frozen, so layer1-4 (convolutions and the
+    affine BatchNorm parameters) all train. ``detach_early_stages=True`` is
+    IRNet's variant instead: the output of the backbone's early stages
+    (layer2's) is detached, so they get no gradient and are marked frozen
+    (``--cam_detach_early_stages``).
     """
 
     norm_layer = FixedBatchNorm
 
-    def __init__(self, n_classes=20, detach_early_stages=False):
-        super().__init__(n_classes)
+    def __init__(self, n_classes, detach_early_stages=False, network=RESNET50):
+        super().__init__(n_classes, network)
         self.detach_early_stages = detach_early_stages
         if detach_early_stages:
-            self.resnet50.layer1.requires_grad_(False)
-            self.resnet50.layer2.requires_grad_(False)
+            for module in self.backbone.early_modules():
+                module.requires_grad_(False)
 
     def forward(self, x):
-        r = self.resnet50
-        x = r.layer2(self.stage1(x))
+        x = self.backbone.forward_early(x)
         if self.detach_early_stages:
             x = x.detach()
-        x = r.layer4(r.layer3(x))
+        x = self.backbone.forward_late(x)
         x = x.mean(dim=(2, 3), keepdim=True)
         return self.classifier(x).view(-1, self.n_classes)
 
@@ -79,7 +87,7 @@ class Net(ResNet50Classifier):
         group 0 holds ALL backbone tensors, the frozen ones included: they get
         no gradient and SGD leaves them unchanged.
         """
-        return [{'params': list(self.resnet50.parameters()), 'lr': lr,
+        return [{'params': list(self.backbone.parameters()), 'lr': lr,
                  'weight_decay': weight_decay},
                 {'params': list(self.classifier.parameters()), 'lr': 10 * lr,
                  'weight_decay': weight_decay}]

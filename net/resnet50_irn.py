@@ -1,6 +1,7 @@
 """IRNet (docs/method.md#irnet-training, docs/method.md#random-walk): a frozen
-ResNet-50 (FixedBatchNorm, strides 2, 2, 2, 1) with a class-boundary (edge) branch
-and a displacement branch.
+backbone (FixedBatchNorm; the ``--cam_network``'s, by default the reference's
+ResNet-50 with strides 2, 2, 2, 1) with a class-boundary (edge) branch and a
+displacement branch.
 
 Module names follow the reference checkpoint ``res50_irn.pth``
 (``resnet50.*``, ``fc_edge1..6``, ``fc_dp1..7``, ``mean_shift``).
@@ -8,7 +9,10 @@ Module names follow the reference checkpoint ``res50_irn.pth``
 import torch
 from torch import nn
 
-from net.resnet50 import FixedBatchNorm, resnet50
+from net.registry import RESNET50
+from net.resnet50 import FixedBatchNorm
+
+STAGE_STRIDES = (4, 4, 8, 16, 16)      # of the backbone's five stage outputs IRNet reads
 
 
 def branch(in_ch, out_ch, groups, upsample=1, activate=True):
@@ -35,7 +39,11 @@ class MeanShift(nn.Module):
 
 
 class IRNet(nn.Module):
-    """forward(x) -> (edge logits [N, 1, h, w], displacement [N, 2, h, w]) at stride 4."""
+    """forward(x) -> (edge logits [N, 1, h, w], displacement [N, 2, h, w]) at stride 4.
+
+    The branches read the backbone's five ``stage_outputs`` (strides
+    :data:`STAGE_STRIDES`, channels ``stage_channels``).
+    """
 
     # Names under which the reference checkpoint repeats modules or stores
     # buffers derived from the training crop size (dropped when loading).
@@ -43,36 +51,41 @@ class IRNet(nn.Module):
                                 'backbone.', 'edge_layers.', 'dp_layers.', 'fc_dp7.4.',
                                 'path_indices', 'disp_target')
 
-    def __init__(self):
+    def __init__(self, network=RESNET50):
         super().__init__()
-        self.resnet50 = resnet50(norm_layer=FixedBatchNorm)
+        backbone_class = network.backbone()
+        if backbone_class.stage_channels is None or backbone_class.stride != STAGE_STRIDES[-1]:
+            raise ValueError('--cam_network %s has no IRNet: its backbone %s gives no five stage '
+                             'outputs at strides %s (stage_channels)'
+                             % (network.name, backbone_class.__name__, STAGE_STRIDES))
+        self.backbone_name = network.name
+        self.add_module(network.name, network.build_backbone(FixedBatchNorm))
+        c = backbone_class.stage_channels
         self.mean_shift = MeanShift(2)
-        self.fc_edge1 = branch(64, 32, 4)
-        self.fc_edge2 = branch(256, 32, 4)
-        self.fc_edge3 = branch(512, 32, 4, upsample=2)
-        self.fc_edge4 = branch(1024, 32, 4, upsample=4)
-        self.fc_edge5 = branch(2048, 32, 4, upsample=4)
+        self.fc_edge1 = branch(c[0], 32, 4)
+        self.fc_edge2 = branch(c[1], 32, 4)
+        self.fc_edge3 = branch(c[2], 32, 4, upsample=2)
+        self.fc_edge4 = branch(c[3], 32, 4, upsample=4)
+        self.fc_edge5 = branch(c[4], 32, 4, upsample=4)
         self.fc_edge6 = nn.Conv2d(160, 1, 1, bias=True)
-        self.fc_dp1 = branch(64, 64, 8)
-        self.fc_dp2 = branch(256, 128, 16)
-        self.fc_dp3 = branch(512, 256, 16)
-        self.fc_dp4 = branch(1024, 256, 16, upsample=2)
-        self.fc_dp5 = branch(2048, 256, 16, upsample=2)
+        self.fc_dp1 = branch(c[0], 64, 8)
+        self.fc_dp2 = branch(c[1], 128, 16)
+        self.fc_dp3 = branch(c[2], 256, 16)
+        self.fc_dp4 = branch(c[3], 256, 16, upsample=2)
+        self.fc_dp5 = branch(c[4], 256, 16, upsample=2)
         self.fc_dp6 = branch(768, 256, 16, upsample=2)
         self.fc_dp7 = nn.Sequential(nn.Conv2d(448, 256, 1, bias=False), nn.GroupNorm(16, 256),
                                     nn.ReLU(inplace=True), nn.Conv2d(256, 2, 1, bias=False))
-        for p in self.resnet50.parameters():
+        for p in self.backbone.parameters():
             p.requires_grad = False
 
+    @property
+    def backbone(self):
+        return self._modules[self.backbone_name]
+
     def backbone_features(self, x):
-        """Detached outputs of the stem (stride 4) and of layer1-4."""
-        r = self.resnet50
-        x1 = r.maxpool(r.relu(r.bn1(r.conv1(x)))).detach()
-        x2 = r.layer1(x1).detach()
-        x3 = r.layer2(x2).detach()
-        x4 = r.layer3(x3).detach()
-        x5 = r.layer4(x4).detach()
-        return x1, x2, x3, x4, x5
+        """Detached stage outputs of the frozen backbone (stem, layer1-4 on ResNet-50)."""
+        return tuple(y.detach() for y in self.backbone.stage_outputs(x))
 
     def forward(self, x):
         x1, x2, x3, x4, x5 = self.backbone_features(x)
@@ -88,7 +101,7 @@ class IRNet(nn.Module):
     def train(self, mode=True):
         """The backbone always stays in eval mode (frozen)."""
         super().train(mode)
-        self.resnet50.eval()
+        self.backbone.eval()
         return self
 
     def optimizer_groups(self, lr, weight_decay):

@@ -1,7 +1,8 @@
 # Sourced by the run_*.sh flows: sets $repo, the dataset arguments ${data[@]}
 # (DATASET=voc12 with VOC12_ROOT, or coco14 with MSCOCO_ROOT), the launcher
-# ${launch[@]} (torchrun when NGPU > 1) and `run`, which executes a command,
-# or with DRY_RUN=1 only prints it (one line, shell-quoted, full arguments).
+# ${launch[@]} (torchrun when NGPU > 1), `run`, which executes a command, or
+# with DRY_RUN=1 only prints it (one line, shell-quoted, full arguments), and
+# `python_defaults`, which fills the flow's settings from run_sample.py.
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DRY_RUN=${DRY_RUN:-0}
 if [ "$DATASET" = coco14 ]; then
@@ -14,6 +15,22 @@ if [ "$NGPU" -gt 1 ]; then
 else
     launch=("$PYTHON")
 fi
+
+# python_defaults VAR=flag ...: every VAR that is unset or empty takes the value
+# run_sample.py uses for --flag on $DATASET (per-dataset defaults of
+# data/registry.py included), read once with run_sample.py --print_defaults,
+# so the flows never repeat a Python default (lists come comma-separated).
+python_defaults() {
+    local pair var printed values=() i=0 flags=()
+    for pair in "$@"; do flags+=("${pair#*=}"); done
+    printed=$("$PYTHON" "$repo/run_sample.py" --dataset "$DATASET" --print_defaults "${flags[@]}")
+    mapfile -t values <<< "$printed"
+    for pair in "$@"; do
+        var=${pair%%=*}
+        if [ -z "${!var:-}" ]; then printf -v "$var" '%s' "${values[i]}"; fi
+        i=$((i + 1))
+    done
+}
 
 run() {
     if [ "$DRY_RUN" = 1 ]; then

@@ -2,7 +2,7 @@
 
 From the high-res CAMs: FG-confident = argmax with background padded at
 ``--conf_fg_thres``, refined by a dense CRF; BG-confident the same at
-``--conf_bg_thres``. Label = FG class (1..20); 255 where the FG map says
+``--conf_bg_thres``. Label = FG class (1..n_classes); 255 where the FG map says
 background; 0 where both say background. One grayscale PNG per image in
 ``--ir_label_out_dir``; parallel over processes, resumable, atomic. The
 authors' ``.npy`` CAMs are read with ``--import_reference_cams True``; on

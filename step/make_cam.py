@@ -24,14 +24,14 @@ from misc.paths import cam_out_dir, cam_weights_path
 from misc.stage import pending_shard, prepare
 from misc.training import autocast_context
 from net.checkpoint import load_weights
-from net.resnet50_cam import CAM
+from net.registry import cam_network
 
 
 def image_cams(model, pack, device):
     """keys, strided cam and high-res cam of one MultiScaleDataset item."""
     size = (int(pack['size'][0]), int(pack['size'][1]))
     outputs = [model(img[0].to(device, non_blocking=True)).float().cpu() for img in pack['img']]
-    strided, high_res = fuse_multiscale(outputs, size)
+    strided, high_res = fuse_multiscale(outputs, size, model.stride)
     return present_class_cams(strided, high_res, pack['label'][0])
 
 
@@ -64,6 +64,7 @@ def write_cams(args, model, out_dir, desc, record):
 
 def run(args):
     weights = cam_weights_path(args)
-    model = load_weights(CAM(build_source(args).n_classes), weights)
+    n_classes = build_source(args).n_classes
+    model = load_weights(cam_network(args.cam_network).cam(n_classes), weights)
     write_cams(args, model, cam_out_dir(args), 'make_cam',
                cams_record(args, 'make_cam', 'cam_weights_name', weights))

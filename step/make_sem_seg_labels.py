@@ -29,7 +29,8 @@ from misc.paths import in_work_space
 from misc.random_walk import propagate_to_edge
 from misc.stage import pending_shard, prepare
 from net.checkpoint import load_weights
-from net.resnet50_irn import IRNet, edge_map
+from net.registry import cam_network
+from net.resnet50_irn import edge_map
 
 
 def random_walk_scores(cams, edge, size, beta, exp_times, bg_thres):
@@ -59,7 +60,7 @@ def run(args):
     color_dir = out_dir + '_color' if args.sem_seg_color else None
     cam_files.require(ids, args.infer_list)
     weights = in_work_space(args, args.irn_weights_name)
-    model = load_weights(IRNet(), weights).to(device).eval()
+    model = load_weights(cam_network(args.cam_network).irnet(), weights).to(device).eval()
     record = provenance.stage_record(
         'make_sem_seg', args, files={'irn_weights_name': weights},
         upstream={'cams': provenance.cams_record(cam_files),

@@ -1,7 +1,8 @@
 """Baseline CAM network training (docs/method.md#baseline-cam-network).
 
-The authors' recipe: ``net.resnet50_cam.Net`` (only conv1/bn1 frozen, no
-stage detached; ``--cam_detach_early_stages True`` for IRNet's variant),
+The authors' recipe: ``net.resnet50_cam.Net`` on the ``--cam_network``
+backbone (ResNet-50; only conv1/bn1 frozen, no stage detached;
+``--cam_detach_early_stages True`` for IRNet's variant),
 multilabel soft-margin loss on globally pooled logits, SGD with the
 reference's effective settings (see :func:`misc.torchutils.reference_poly_sgd`)
 over all backbone tensors at the lr and the classifier at 10x. Saves a
@@ -23,8 +24,8 @@ from misc.stage import prepare
 from misc.torchutils import reference_poly_sgd
 from misc.training import (autocast_context, checkpoint_epoch, epoch_loader, load_train_state,
                             per_rank_batch, write_final_weights)
-from net.resnet50 import estimate_batchnorm_statistics, load_imagenet_weights
-from net.resnet50_cam import Net
+from net.registry import cam_network
+from net.resnet50 import estimate_batchnorm_statistics
 
 
 def build_training(args, n_classes, max_step, device):
@@ -33,7 +34,8 @@ def build_training(args, n_classes, max_step, device):
     Random initial weights: :func:`initialise_weights` (or a test) loads
     weights into the same tensors in place afterwards.
     """
-    model = Net(n_classes, detach_early_stages=args.cam_detach_early_stages).to(device)
+    model = cam_network(args.cam_network).baseline(
+        n_classes, detach_early_stages=args.cam_detach_early_stages).to(device)
     optimizer, scheduler = reference_poly_sgd(
         model.optimizer_groups(args.cam_learning_rate, args.cam_weight_decay),
         args.cam_weight_decay, max_step, fix_momentum_quirk=args.fix_momentum_quirk)
@@ -43,7 +45,7 @@ def build_training(args, n_classes, max_step, device):
 def initialise_weights(model, args, dataset, device):
     """ImageNet backbone weights, or (random backbone) BN statistics estimated on the data."""
     if args.imagenet_weights:
-        load_imagenet_weights(model.resnet50, args.imagenet_weights)
+        model.backbone.load_imagenet_weights(args.imagenet_weights)
         return
     get_logger().warning('WARNING: no --imagenet_weights given: the backbone starts from a '
                          'random initialisation with BatchNorm statistics estimated on the '

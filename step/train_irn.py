@@ -28,8 +28,8 @@ from misc.torchutils import reference_poly_sgd
 from misc.training import (autocast_context, checkpoint_epoch, epoch_loader, load_train_state,
                            per_rank_batch, write_final_weights)
 from net.checkpoint import load_backbone
-from net.resnet50 import load_imagenet_weights
-from net.resnet50_irn import IRNet, IRNetLoss, irn_total_loss
+from net.registry import cam_network
+from net.resnet50_irn import IRNetLoss, irn_total_loss
 
 
 def build_path_index(args):
@@ -51,7 +51,7 @@ def build_training(args, path_index, max_step, device):
     Random initial weights: :func:`initialise_backbone` (or a test) loads
     weights into the same tensors in place afterwards.
     """
-    irnet = IRNet()
+    irnet = cam_network(args.cam_network).irnet()
     model = IRNetLoss(irnet, path_index).to(device)
     optimizer, scheduler = reference_poly_sgd(
         irnet.optimizer_groups(args.irn_learning_rate, args.irn_weight_decay),
@@ -62,9 +62,10 @@ def build_training(args, path_index, max_step, device):
 def initialise_backbone(irnet, args):
     """The frozen backbone from a CAM checkpoint or ImageNet weights (random otherwise)."""
     if args.irn_backbone_weights:
-        load_backbone(irnet.resnet50, in_work_space(args, args.irn_backbone_weights))
+        load_backbone(irnet.backbone, in_work_space(args, args.irn_backbone_weights),
+                      irnet.backbone_name + '.')
     elif args.imagenet_weights:
-        load_imagenet_weights(irnet.resnet50, args.imagenet_weights)
+        irnet.backbone.load_imagenet_weights(args.imagenet_weights)
     else:
         get_logger().warning('WARNING: no --imagenet_weights given: the frozen IRNet backbone '
                              'is random (fine for the demo and tests, not for the paper)')

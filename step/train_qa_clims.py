@@ -26,7 +26,7 @@ from misc.training import autocast_context, checkpoint_epoch, epoch_loader, load
     per_rank_batch, tensorboard_writer, write_final_weights
 from net.checkpoint import load_weights
 from net.clip_models import load_clip, read_clip_state_dict, resolve_clip_file, weights_checksum
-from net.resnet50_clims import CLIMS
+from net.registry import cam_network
 from net.rtc_objective import ObjectiveConfig, contrastive_scale, qa_clims_losses
 from vqa.results import load_results
 from vqa.text_bank import build_text_bank, require_vqa_entries, training_pairs
@@ -96,12 +96,14 @@ def objective_config(args, clip_model):
 
 
 def build_model(args, n_classes, device):
-    """CLIMS initialised from the baseline CAM weights; SyncBatchNorm under DDP on GPUs.
+    """The QA-CLIMS network of ``--cam_network`` initialised from the baseline CAM
+    weights; SyncBatchNorm under DDP on GPUs.
 
     torch's SyncBatchNorm runs on CUDA only: DDP on CPU processes (gloo)
     keeps per-process batch statistics, and says so.
     """
-    model = load_weights(CLIMS(n_classes), cam_weights_path(args)).to(device)
+    model = load_weights(cam_network(args.cam_network).clims(n_classes),
+                         cam_weights_path(args)).to(device)
     if dist.world_size() > 1:
         if device.type == 'cuda':
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)

@@ -21,12 +21,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from coco14.dataset import COCO_CLASS_NAMES
 from data.base import SegmentationSource
+from data.registry import DATASETS
 from data.loaders import AffinityDataset, SegmentationTrainDataset
 from misc.imutils import IMAGENET_MEAN, IMAGENET_STD
 from misc.path_index import PathIndex
-from voc12.devkit import VOC12
 
 SEEDS = range(30)
 IGNORE = 255
@@ -77,7 +76,7 @@ def position_coded_image(label):
 @pytest.fixture(scope='module', params=['voc12', 'coco14'])
 def coded(request, tmp_path_factory):
     """(source, {id: original label map}, label folder holding the same maps)."""
-    class_names = VOC12.class_names if request.param == 'voc12' else COCO_CLASS_NAMES
+    class_names = DATASETS[request.param].class_names
     root = tmp_path_factory.mktemp(request.param)
     rng = np.random.default_rng(7)
     labels = {name: block_label_map(rng, size, len(class_names))

@@ -6,6 +6,7 @@ import run_sample
 from conftest import VOC_MINI
 from data import build_source
 from data.registry import DATASETS, dataset_entry
+from net.registry import CAM_NETWORKS, RESNET50, CamNetwork
 
 LAUNCHER_VARS = ('WORLD_SIZE', 'RANK', 'LOCAL_RANK')
 
@@ -118,22 +119,57 @@ def test_use_distributed_train_needs_a_launcher(monkeypatch):
         resolved('--use_distributed_train', 'False')
 
 
-@pytest.mark.parametrize('flag', sorted(run_sample.REFERENCE_NETWORKS))
-def test_reference_network_modules(flag):
-    module = run_sample.REFERENCE_NETWORKS[flag]
+@pytest.mark.parametrize('flag, module', [('cam_network', 'net.resnet50_cam'),
+                                          ('clims_network', 'net.resnet50_clims'),
+                                          ('irn_network', 'net.resnet50_irn')])
+def test_reference_network_modules_name_the_resnet50_family(flag, module):
     args, _ = resolved('--' + flag, module)
-    assert getattr(args, flag) == module
-    with pytest.raises(ValueError, match='--%s net.resnet101_x: the only network of that stage '
-                                         'is %s; drop --%s' % (flag, module, flag)):
-        resolved('--' + flag, 'net.resnet101_x')
+    assert getattr(args, flag) == RESNET50.name and args.cam_network == RESNET50.name
+
+
+@pytest.mark.parametrize('flag', ['--cam_network', '--clims_network', '--irn_network'])
+def test_an_unknown_network_is_an_argparse_error_listing_the_registered_ones(capsys, flag):
+    with pytest.raises(SystemExit):
+        run_sample.build_parser().parse_args([flag, 'net.resnet101_x'])
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.split(': ', 1)[1].startswith("error: argument %s: unknown CAM network "
+                                              "'net.resnet101_x' (registered: " % flag)
+    assert all(name in error for entry in CAM_NETWORKS.values()
+               for name in (entry.name,) + entry.aliases)
+
+
+def test_stage_network_flags_must_name_the_cam_network_family(monkeypatch):
+    other = CamNetwork('other', RESNET50.backbone)
+    monkeypatch.setitem(CAM_NETWORKS, other.name, other)
+    resolved('--cam_network', 'other', '--clims_network', 'other')
+    with pytest.raises(ValueError, match='--irn_network resnet50: --cam_network \\(other\\) picks '
+                                         'the network of every stage; pass --cam_network '
+                                         'resnet50 and drop --irn_network'):
+        resolved('--cam_network', 'other', '--irn_network', 'net.resnet50_irn')
 
 
 def test_feature_dim_and_num_cores_eval():
-    args, notes = resolved('--feature_dim', '2048', '--num_cores_eval', '8')
-    assert args.feature_dim == 2048
+    args, notes = resolved('--feature_dim', str(RESNET50.feature_dim), '--num_cores_eval', '8')
+    assert args.feature_dim == RESNET50.feature_dim
     assert '--num_cores_eval 8 has no effect (the reference does not read it either)' in notes
-    with pytest.raises(ValueError, match='--feature_dim 512: the ResNet-50 features have 2048'):
+    with pytest.raises(ValueError, match='--feature_dim 512: the features of --cam_network '
+                                         'resnet50 have %d channels' % RESNET50.feature_dim):
         resolved('--feature_dim', '512')
+
+
+@pytest.mark.parametrize('dataset', list(DATASETS))
+def test_print_defaults_prints_the_values_the_stages_use(capsys, dataset):
+    flags = ['train_list', 'clims_learning_rate', 'cam_scales', 'clims_batch_size',
+             'mask_clip_weights', 'use_mask_clip']
+    run_sample.main(['--dataset', dataset, '--print_defaults'] + flags)
+    printed = capsys.readouterr().out.split('\n')
+    args, _ = resolved('--dataset', dataset)
+    assert printed[:-1] == [str(args.train_list), str(args.clims_learning_rate),
+                            ','.join(map(str, args.cam_scales)), str(args.clims_batch_size),
+                            '', str(args.use_mask_clip)]
+    assert printed[-1] == ''
+    parsed = run_sample.build_parser().parse_args(['--cam_scales', printed[2]])
+    assert parsed.cam_scales == args.cam_scales          # a printed list reads back as given
 
 
 def test_reference_list_paths_become_splits(tmp_path, monkeypatch):

@@ -17,10 +17,10 @@ import pytest
 from PIL import Image, ImageDraw
 from pycocotools import mask as mask_utils
 
-from coco14.dataset import COCO14, COCO_CLASS_NAMES
+from coco14.dataset import COCO14
 from tools.make_demo_coco import COCO_CATEGORY_IDS
 
-CLASS = {name: i for i, name in enumerate(COCO_CLASS_NAMES)}
+CLASS = {name: i for i, name in enumerate(COCO14.class_names)}
 
 
 def rectangle(box, size):
@@ -119,7 +119,7 @@ def write_coco(root):
                 'iscrowd': int(name in scene['crowd']), 'bbox': [0.0, 0.0, float(w), float(h)]})
         by_id[stem] = scene
     categories = [{'id': c, 'name': n, 'supercategory': 'thing'}
-                  for c, n in zip(COCO_CATEGORY_IDS, COCO_CLASS_NAMES)]
+                  for c, n in zip(COCO_CATEGORY_IDS, COCO14.class_names)]
     os.makedirs(os.path.join(root, 'annotations'))
     with open(os.path.join(root, 'annotations', 'instances_train2014.json'), 'w') as f:
         json.dump({'images': images, 'annotations': annotations, 'categories': categories}, f)
@@ -154,9 +154,24 @@ def test_masks_follow_the_painting_rule(coco):
     root, scenes = coco
     source = COCO14(root)
     for image_id, scene in scenes.items():
-        expected = expected_mask(scene)
-        np.testing.assert_array_equal(source.read_mask(image_id), expected)
-        assert os.path.isfile(os.path.join(root, 'SegmentationClass', image_id + '.png'))
+        np.testing.assert_array_equal(source.read_mask(image_id), expected_mask(scene))
+        assert source.has_mask(image_id)
+    assert sorted(os.listdir(root)) == ['annotations']      # nothing written into the dataset
+
+
+def test_rendered_masks_are_cached_in_the_folder_passed_in(coco, tmp_path):
+    root, scenes = coco
+    cache = tmp_path / 'mask_cache'
+    source = COCO14(root, mask_cache=str(cache))
+    for image_id, scene in scenes.items():
+        path = cache / (image_id + '.png')
+        assert source.mask_path(image_id) == str(path)
+        np.testing.assert_array_equal(source.read_mask(image_id), expected_mask(scene))
+        np.testing.assert_array_equal(np.asarray(Image.open(path)), expected_mask(scene))
+    marked = next(iter(scenes))
+    Image.fromarray(np.full(scenes[marked]['size'], 7, np.uint8)).save(cache / (marked + '.png'))
+    assert (COCO14(root, mask_cache=str(cache)).read_mask(marked) == 7).all()   # read back
+    assert sorted(os.listdir(root)) == ['annotations']
 
 
 def test_image_labels_count_every_annotation_crowd_included(coco):

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from tools.make_demo_voc import VOC_CLASSES, generate_demo_voc, main
-from voc12.devkit import voc_palette
+from voc12.devkit import VOC12
 
 LIST_DIR = os.path.join("ImageSets", "Segmentation")
 
@@ -114,7 +114,7 @@ def test_xml_size_boxes_and_fields(demo):
 
 
 def test_masks_are_voc_palette_pngs(demo):
-    expected = np.array(voc_palette(), np.uint8).reshape(256, 3)
+    expected = np.array(VOC12.palette, np.uint8).reshape(256, 3)
     assert tuple(expected[1]) == (128, 0, 0) and tuple(expected[15]) == (192, 128, 128)
     assert tuple(expected[1]) == (128, 0, 0)
     assert tuple(expected[15]) == (192, 128, 128)

@@ -18,9 +18,11 @@ from PIL import Image
 
 import run_sample
 from conftest import REF, VOC_MINI, dead_pid, reference_ids, run_sample_cmd
+from data.registry import DATASETS
 from misc import io as mio
 from misc.stage import pending_shard
 from net.checkpoint import load_weights, save_weights
+from net.registry import RESNET50
 from net.resnet50_clims import CAM
 
 
@@ -59,8 +61,7 @@ def refused(capsys, argv):
     ('--seg_eval_scales', '1.0,-0.5', 'a comma-separated list of numbers > 0'),
     ('--irn_rescale', '0,1', 'a comma-separated list of numbers > 0'),
     ('--cam_resize_long', '640,320', 'two integers "MIN,MAX" with 1 <= MIN <= MAX'),
-    ('--cam_crop_size', '%d' % (run_sample.NETWORK_STRIDE - 1),
-     'an integer >= %d' % run_sample.NETWORK_STRIDE),
+    ('--cam_crop_size', '%d' % (RESNET50.stride - 1), 'an integer >= %d' % RESNET50.stride),
     ('--irn_crop_size', '%d' % (run_sample.IRN_MIN_CROP - 1),
      'an integer >= %d' % run_sample.IRN_MIN_CROP),
     ('--seg_crop_size', '%d' % (run_sample.SEG_OUTPUT_STRIDE - 1),
@@ -95,7 +96,7 @@ def test_the_bounds_themselves_are_accepted():
     args = run_sample.build_parser().parse_args([
         '--conf_fg_thres', '1', '--conf_bg_thres', '0', '--cam_eval_thres', '0',
         '--cam_num_epoches', '1', '--cam_scales', '0.25', '--irn_rescale', '0.5,0.5,1.5',
-        '--cam_crop_size', str(run_sample.NETWORK_STRIDE),
+        '--cam_crop_size', str(RESNET50.stride),
         '--irn_crop_size', str(run_sample.IRN_MIN_CROP),
         '--seg_crop_size', str(run_sample.SEG_OUTPUT_STRIDE), '--cam_resize_long', '7,7'])
     run_sample.resolve_args(args)
@@ -149,7 +150,8 @@ def test_a_coco_image_listed_twice_in_the_annotations_is_named(tmp_path):
 def clims_safetensors(tmp_path_factory, clims_reference_weights):
     """The fixture's QA-CLIMS weights as our safetensors file."""
     path = tmp_path_factory.mktemp('st') / 'res50_qa_clims.safetensors'
-    save_weights(load_weights(CAM(), str(clims_reference_weights)), str(path))
+    save_weights(load_weights(CAM(DATASETS['voc12'].n_classes), str(clims_reference_weights)),
+                 str(path))
     return path
 
 

@@ -2,23 +2,26 @@
 
 The table is the one place of the recipe. A row with a flag names the
 run_sample.py stages and the datasets it applies to and the value ours must
-have there. Every flow runs with DRY_RUN=1 (nothing executed, nothing
-created); each printed run_sample.py command is parsed by run_sample.py, so
+have there. Every flow runs with DRY_RUN=1 (no stage executed, nothing
+created; the flows only ask run_sample.py --print_defaults for their
+settings); each printed run_sample.py command is parsed by run_sample.py, so
 a value is the explicit flag, else run_sample.py's default.
 """
 import os
 import re
 import shlex
 import subprocess
+import sys
 
 import pytest
 
 import run_sample
 from conftest import REPO
+from data.registry import dataset_entry
 
 COLUMNS = ('stage', 'data', 'setting', 'flag', 'authors', 'source', 'ours', 'why')
 DATA_NAMES = {'voc12': 'VOC', 'coco14': 'COCO'}
-PYTHON = '/flows-dry-run/python'       # never executed: a dry run only prints it
+PYTHON = sys.executable                # a dry run runs it only for --print_defaults
 FLOWS = {
     'run_voc12_qa_clims.sh': ['train_qa_clims', 'make_clims', 'eval_cam'],
     'run_voc12_sem_seg.sh': ['cam_to_ir_label', 'train_irn', 'make_sem_seg', 'eval_sem_seg'],
@@ -156,12 +159,12 @@ def test_recipe_rows_are_well_formed_and_differences_say_why():
     assert any(row['authors'] != row['ours'] for row in rows)
 
 
-@pytest.mark.parametrize('script, text_set', [('run_voc12_qa_clims.sh', 'voc'),
-                                              ('run_coco14_qa_clims.sh', 'coco')])
-def test_text_caches_are_made_once_with_the_training_clip(tmp_path, script, text_set):
+@pytest.mark.parametrize('script, dataset', [('run_voc12_qa_clims.sh', 'voc12'),
+                                             ('run_coco14_qa_clims.sh', 'coco14')])
+def test_text_caches_are_made_once_with_the_training_clip(tmp_path, script, dataset):
     first = dry_run(tmp_path, script)
     tool = first[0]
-    assert tool[1] == str(REPO / 'tools' / 'gen_text_feats_cache.py') and tool[2] == text_set
+    assert tool[1] == str(REPO / 'tools' / 'gen_text_feats_cache.py') and tool[2] == dataset
     training = effective_args(run_sample_argv(first[1]))
     assert tool[tool.index('--clip') + 1] == training.clip
     for flag in ('--vqa_fg_cache_file', '--vqa_bg_cache_file'):
@@ -174,3 +177,41 @@ def test_text_caches_are_made_once_with_the_training_clip(tmp_path, script, text
     skipped = dry_run(tmp_path, script, SKIP_TRAIN='1')
     assert [stages_of(effective_args(run_sample_argv(words))) for words in skipped] == \
         [['make_clims'], ['eval_cam']]
+
+
+def python_defaults_variables(script):
+    """The VAR of each VAR=flag pair of a flow's python_defaults call."""
+    text = (REPO / script).read_text().replace('\\\n', ' ')
+    calls = re.findall(r'^python_defaults (.*)$', text, flags=re.M)
+    return [pair.split('=', 1)[0] for call in calls for pair in call.split()]
+
+
+# The only settings a flow defaults itself: where things are and how to run, and eval_seg's
+# CRF, which the flow scores too (run_sample.py's --seg_crf default is False).
+FLOW_OWN_SETTINGS = {'DATASET', 'VOC12_ROOT', 'MSCOCO_ROOT', 'WORK_SPACE', 'NGPU', 'NUM_WORKERS',
+                     'PYTHON', 'SKIP_TRAIN', 'DRY_RUN', 'CAM_WEIGHTS', 'MASK_CLIP_WEIGHTS',
+                     'IMAGENET_WEIGHTS', 'BACKBONE_WEIGHTS', 'VQA_FG', 'VQA_BG', 'VQA_FG_CACHE',
+                     'VQA_BG_CACHE', 'CRF'}
+
+
+@pytest.mark.parametrize('script', sorted(FLOWS) + ['scripts/flow_common.sh'])
+def test_flows_repeat_no_python_default(script):
+    """Every other setting comes from run_sample.py (python_defaults), with no second
+    default in the shell; the COCO flows set nothing but the dataset."""
+    text = (REPO / script).read_text()
+    own = set(re.findall(r'^\s*(?:export )?(\w+)=\$\{\1:-', text, flags=re.M))
+    assert own <= FLOW_OWN_SETTINGS
+    assert not own & set(python_defaults_variables(script))
+    if script.startswith('run_coco14'):
+        assert re.findall(r'^export (\w+)=(.*)$', text, flags=re.M) == [('DATASET', 'coco14')]
+
+
+@pytest.mark.parametrize('dataset, script', [('voc12', 'run_voc12_qa_clims.sh'),
+                                             ('coco14', 'run_coco14_qa_clims.sh')])
+def test_unset_settings_take_the_registry_value_and_set_ones_win(tmp_path, dataset, script):
+    default = dataset_entry(dataset).defaults['clims_learning_rate']
+    for variables, expected in (({}, default), ({'LR': '0.5'}, 0.5)):
+        training = [effective_args(argv) for argv in map(run_sample_argv,
+                                                         dry_run(tmp_path, script, **variables))
+                    if argv is not None][0]
+        assert (training.dataset, training.clims_learning_rate) == (dataset, expected)

@@ -229,7 +229,7 @@ def test_sweep_nan_behaves_like_argmax():
 
 def test_sweep_rejects_bad_input():
     with pytest.raises(ValueError, match="non-decreasing"):
-        ThresholdSweep([0.2, 0.1])
+        ThresholdSweep([0.2, 0.1], n_class=3)
     sweep = ThresholdSweep([0.1], n_class=3)
     with pytest.raises(ValueError, match="keys"):
         sweep.add(np.zeros((1, 2, 2), np.float32), np.array([2]), np.zeros((2, 2), np.uint8))

@@ -15,10 +15,12 @@ from vqa.results import BG_QUESTIONS, FG_QUESTIONS, QUESTIONS, load_results
 from vqa.text_bank import build_text_bank, require_vqa_entries
 from vqa.text_features import (TextFeatureCache, answer_selector, bg_answers,
                                 fg_prompted_answers)
-from voc12.devkit import TEXT_CLASS_NAMES
+from data.registry import DATASETS
 
 VQA = REF / 'vqa'
 TINY = REF / 'layouts' / 'maskclip_tiny_state_dict.pt'
+VOC = DATASETS['voc12']
+TEXT_CLASS_NAMES, ALIASES = VOC.class_names, VOC.text_aliases
 
 
 EXTRA_QUESTIONS = ('what colour is the {}?', 'is there a {} in the photo?')
@@ -90,10 +92,10 @@ def test_fg_and_bg_features_match_reference(variant):
     with torch.no_grad():
         label_feats = model.encode_prompts(list(TEXT_CLASS_NAMES))
     bank = build_text_bank([(i, c) for (i, _), c in zip(pairs, class_ids)], TEXT_CLASS_NAMES,
-                           label_feats, fg_results, bg_results, fg_cache, bg_cache)
+                           label_feats, fg_results, bg_results, fg_cache, bg_cache, ALIASES)
     select_fg, select_bg = answer_selector(fg_results, 'fg'), answer_selector(bg_results, 'bg')
     for k, (image_id, name) in enumerate(pairs):
-        prompted = fg_prompted_answers(name, select_fg(image_id, name))
+        prompted = fg_prompted_answers(name, select_fg(image_id, name), ALIASES)
         assert prompted == [str(a) for a in ref['pair%d_fg_answers_prompted' % k]]
         np.testing.assert_allclose(fg_cache.lookup(prompted).numpy(),
                                    ref['pair%d_fg_qa_feats' % k], rtol=1e-4, atol=1e-5)
@@ -180,9 +182,10 @@ def test_entry_asking_the_questions_elsewhere_is_an_error():
 
 
 def test_substring_rule_and_aliases():
-    assert fg_prompted_answers('cat', ['category', 'tabby']) == ['category', 'tabby cat']
-    assert fg_prompted_answers('tv monitor', ['tv', 'monitor']) == ['tv tv monitor', 'monitor']
-    assert fg_prompted_answers('dining table', ['tablecloth']) == ['tablecloth']
+    assert fg_prompted_answers('cat', ['category', 'tabby'], ALIASES) == ['category', 'tabby cat']
+    assert fg_prompted_answers('tv monitor', ['tv', 'monitor'], ALIASES) == ['tv tv monitor',
+                                                                             'monitor']
+    assert fg_prompted_answers('dining table', ['tablecloth'], ALIASES) == ['tablecloth']
     assert bg_answers('cat', ['grass', 'cat', 'grass', 'sofa']) == ['grass', 'sofa']
 
 

@@ -142,7 +142,7 @@ def test_train_cam_writes_weights_and_logs(tmp_path, demo_voc):
     assert weights.is_file() and (tmp_path / 'res50_cam.train_state.pt').is_file()
     log = (tmp_path / 'run.log').read_text()
     assert 'train_cam epoch 1: last loss' in log and 'val loss' in log
-    model = load_weights(CAM(), str(weights))
+    model = load_weights(CAM(len(VOC12.class_names)), str(weights))
     assert torch.isfinite(model.classifier.weight).all()
 
 

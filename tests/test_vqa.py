@@ -18,7 +18,7 @@ from vqa.blip import BlipVQA, first_question_token
 from vqa.lemmatize import lemminflect_lemmatizer
 from vqa.results import BG_QUESTIONS, FG_QUESTIONS, load_results
 from step.vqa import class_questions
-from voc12.devkit import TEXT_CLASS_NAMES, VOC12
+from voc12.devkit import VOC12
 
 
 @pytest.fixture(scope='module')
@@ -48,10 +48,10 @@ def default_run(tmp_path_factory, small_voc, tiny_blip):
 
 def test_answers_every_question_and_feeds_the_text_features(tmp_path, small_voc, default_run):
     ws = default_run
-    fg = load_results(str(ws / 'voc_vqa_fg_blip.json'), set(TEXT_CLASS_NAMES))
-    bg = load_results(str(ws / 'voc_vqa_bg_blip.json'), set(TEXT_CLASS_NAMES))
+    fg = load_results(str(ws / 'voc_vqa_fg_blip.json'), set(VOC12.class_names))
+    bg = load_results(str(ws / 'voc_vqa_bg_blip.json'), set(VOC12.class_names))
     for image_id in small_voc['ids']:
-        names = {TEXT_CLASS_NAMES[c] for c in small_voc['labels'][image_id]}
+        names = {VOC12.class_names[c] for c in small_voc['labels'][image_id]}
         assert set(fg[image_id]) == set(bg[image_id]) == names
         for name in names:
             assert [q for q, _ in fg[image_id][name]['vqa']] == list(FG_QUESTIONS)
@@ -78,7 +78,7 @@ def images_and_questions(voc, n_images):
     ids = voc['ids'][:n_images]
     return ([source.read_image(i) for i in ids],
             [[q for c in source.image_label_ids(i)
-              for q in class_questions(TEXT_CLASS_NAMES[c], TEXT_CLASS_NAMES)] for i in ids])
+              for q in class_questions(VOC12.class_names[c], VOC12.class_names)] for i in ids])
 
 
 def test_batched_answers_equal_one_question_at_a_time(small_voc, tiny_blip):
@@ -199,9 +199,9 @@ def test_unreadable_image_is_named(tmp_path, small_voc, tiny_blip):
 
 
 def test_class_not_in_the_dataset_is_refused():
-    assert len(class_questions('cat', TEXT_CLASS_NAMES)) == 16
+    assert len(class_questions('cat', VOC12.class_names)) == 16
     with pytest.raises(ValueError, match="class 'unicorn' is not a class of the dataset"):
-        class_questions('unicorn', TEXT_CLASS_NAMES)
+        class_questions('unicorn', VOC12.class_names)
 
 
 def test_offline_noun_lemmatiser():

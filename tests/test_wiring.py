@@ -30,6 +30,7 @@ from misc.crf import crf_inference_prob
 from misc.path_index import PathIndex
 from misc.torchutils import reference_poly_sgd
 from misc.training import epoch_loader
+from net.registry import RESNET50
 from net.resnet50_clims import CLIMS
 from reference_step import reference_args
 from step import train_cam, train_irn, train_qa_clims, train_seg
@@ -290,7 +291,7 @@ def test_multiscale_cams_are_summed_before_normalisation():
     h, w = imutils.strided_size(size, 4)
     torch.manual_seed(0)
     outputs = [torch.rand(3, h, w) * 1e-5 for _ in range(3)]
-    strided, high_res = fuse_multiscale(outputs, size)
+    strided, high_res = fuse_multiscale(outputs, size, RESNET50.stride)
     keys, cam, _ = present_class_cams(strided, high_res, torch.tensor([1., 0, 1]))
     total = (outputs[0] + outputs[1] + outputs[2])[[0, 2]]
     expected = total / (total.amax(dim=(1, 2), keepdim=True) + 1e-5)

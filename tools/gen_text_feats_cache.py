@@ -1,12 +1,15 @@
 """Text-feature caches of the VQA answers (docs/method.md#text-features).
 
-    python tools/gen_text_feats_cache.py voc \\
+    python tools/gen_text_feats_cache.py voc12 \\
         --vqa_fg_file vqa/voc_vqa_fg_blip.json --vqa_fg_cache_file vqa/voc_vqa_fg_blip_ViT-L-14_cache.safetensors \\
         --vqa_bg_file vqa/voc_vqa_bg_blip.json --vqa_bg_cache_file vqa/voc_vqa_bg_blip_ViT-L-14_cache.safetensors \\
         --clip ViT-L/14
 
-Arguments as the reference script (``folder --data_root DIR`` for a folder
-dataset: its classes.txt gives the class names and aliases). The answers
+Arguments as the reference script; the dataset is a ``--dataset`` name of
+:mod:`data.registry` (``voc12``, ``coco14``) or the reference's name of it
+(``voc``, ``coco``), whose entry gives the class names and their text
+aliases; ``folder --data_root DIR`` for a folder dataset, whose classes.txt
+gives them. The answers
 encoded are those the reference selects: the lemmas of the 6 FG / 10 BG question templates, found
 by their position in the ``vqa`` list of the file's first entry; other
 questions are ignored (``vqa.text_features.answer_selector``). VQA results
@@ -29,27 +32,28 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from net.clip_models import (load_clip, read_clip_state_dict, resolve_clip_file,  # noqa: E402
                               tokenize, weights_checksum)
-from coco14.dataset import COCO_CLASS_NAMES  # noqa: E402
-from data.folder import read_classes  # noqa: E402
-from voc12.devkit import TEXT_CLASS_NAMES  # noqa: E402
+from data.registry import DATASETS  # noqa: E402
 from vqa.results import import_reference_npy, load_results  # noqa: E402
-from vqa.text_features import (CLASS_ALIASES, PROMPT, TextFeatureCache,  # noqa: E402
-                               build_cache, cache_texts)
+from vqa.text_features import PROMPT, TextFeatureCache, build_cache, cache_texts  # noqa: E402
 
-CLASS_NAMES = {'voc': TEXT_CLASS_NAMES, 'coco': COCO_CLASS_NAMES}
-DATASETS = sorted(CLASS_NAMES) + ['folder']
+# Registry names and the reference's short names ('voc', 'coco') of every dataset.
+DATASET_NAMES = {**{entry.short_name: entry for entry in DATASETS.values()}, **DATASETS}
 PICKLE_WARNING = ('Importing a pickle runs code stored in the file: only import files from a '
                   'trusted source')
 
 
 def class_names_and_aliases(dataset, data_root):
-    """(class names, {name: names counted as it in FG answers}) of the dataset: VOC's
-    or COCO's with the reference's aliases, or a folder dataset's ``classes.txt``."""
-    if dataset != 'folder':
-        return CLASS_NAMES[dataset], CLASS_ALIASES
+    """(class names, {name: names counted as it in FG answers}) of the dataset: its
+    registry entry's, or, when the data names its classes (a folder dataset), the
+    ones read from the folder at ``data_root``."""
+    entry = DATASET_NAMES[dataset]
+    if entry.class_names is not None:
+        return entry.class_names, entry.text_aliases
     if not data_root:
-        raise ValueError('dataset folder needs --data_root DIR (the folder with classes.txt)')
-    return read_classes(os.path.join(data_root, 'classes.txt'))
+        raise ValueError('dataset %s needs --%s DIR (the folder that names its classes)'
+                         % (dataset, entry.root_flag))
+    source = entry.build(argparse.Namespace(**{entry.root_flag: data_root}))
+    return source.class_names, source.class_aliases
 
 
 def our_cache_path(path):
@@ -91,11 +95,10 @@ def reference_cache_features(npy_path):
     return table
 
 
-def import_reference_cache(npy_path, results, kind, clip_name, checksum, source=None,
-                           aliases=CLASS_ALIASES):
+def import_reference_cache(npy_path, results, kind, clip_name, checksum, aliases, source=None):
     """Our cache from the authors' one, for the texts our results need."""
     table = reference_cache_features(npy_path)
-    texts = cache_texts(results, kind, source, aliases)
+    texts = cache_texts(results, kind, aliases, source)
     missing = [t for t in texts if t not in table]
     if missing:
         raise KeyError('%s lacks %d texts of the VQA results, first %s'
@@ -108,9 +111,9 @@ def import_reference_cache(npy_path, results, kind, clip_name, checksum, source=
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('dataset', choices=DATASETS)
+    p.add_argument('dataset', choices=list(DATASET_NAMES))
     p.add_argument('--data_root', default=None,
-                   help='dataset folder: the folder whose classes.txt names the classes')
+                   help='folder dataset: the folder whose classes.txt names the classes')
     p.add_argument('--vqa_fg_file', required=True)
     p.add_argument('--vqa_fg_cache_file', required=True)
     p.add_argument('--vqa_bg_file', required=True)
@@ -133,12 +136,12 @@ def main(argv=None):
         checksum = weights_checksum(read_clip_state_dict(resolve_clip_file(clip_file)))
         npy_caches = dict(zip(('fg', 'bg'), a.import_reference_cache))
         caches = {k: import_reference_cache(npy_caches[k], results[k], k, a.clip, checksum,
-                                            sources[k], aliases) for k in ('fg', 'bg')}
+                                            aliases, sources[k]) for k in ('fg', 'bg')}
     else:
         model = load_clip(clip_file, device=a.device)
         with torch.no_grad():
             caches = {k: build_cache(results[k], k, lambda prompts: model.encode_text(
-                tokenize(prompts)), a.clip, model.checksum, source=sources[k], aliases=aliases)
+                tokenize(prompts)), a.clip, model.checksum, aliases, source=sources[k])
                 for k in ('fg', 'bg')}
     for kind, cache in caches.items():
         cache.save(outputs[kind])

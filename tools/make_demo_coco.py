@@ -21,7 +21,7 @@ from pycocotools import mask as mask_utils
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from coco14.dataset import COCO_CLASS_NAMES  # noqa: E402
+from data.registry import DATASETS  # noqa: E402
 
 # The original (non-contiguous) COCO category ids of the 80 classes, in order.
 COCO_CATEGORY_IDS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22,
@@ -90,7 +90,7 @@ def generate_demo_coco(out_dir, n_images=8, seed=0, classes=(0, 2, 15, 16, 56)):
     """Write the dataset; returns {image stem: {'objects': [...], 'crowd': bool, 'split'}}."""
     rng = np.random.default_rng(seed)
     categories = [{'id': cid, 'name': name, 'supercategory': 'thing'}
-                  for cid, name in zip(COCO_CATEGORY_IDS, COCO_CLASS_NAMES)]
+                  for cid, name in zip(COCO_CATEGORY_IDS, DATASETS['coco14'].class_names)]
     drawn = {}
     for split in ('train2014', 'val2014'):
         os.makedirs(os.path.join(out_dir, split), exist_ok=True)

@@ -29,7 +29,8 @@ from PIL import Image
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tools.make_demo_vqa import write_demo_vqa  # noqa: E402
-from voc12.devkit import XML_CLASS_NAMES as VOC_CLASSES, voc_palette  # noqa: E402
+from data.registry import DATASETS  # noqa: E402
+from voc12.devkit import XML_CLASS_NAMES as VOC_CLASSES  # noqa: E402
 
 
 #: Shape drawn for each class (index = 0-based class id).  Classes ``c`` and
@@ -402,7 +403,7 @@ def palette_png(mask):
     """Mode 'P' PNG bytes of a class-id mask with the VOC colour map."""
     height, width = mask.shape
     image = Image.frombytes("P", (width, height), np.ascontiguousarray(mask).tobytes())
-    image.putpalette(voc_palette())
+    image.putpalette(DATASETS["voc12"].palette)
     return encode_image(image, "PNG")
 
 
@@ -528,7 +529,7 @@ def write_meta(root, args, summary):
 # ----------------------------------------------------------------------------
 
 def generate_demo_voc(out_dir, n_images=40, seed=0, with_aug=False, min_side=96, max_side=192,
-                      max_classes=20):
+                      max_classes=len(VOC_CLASSES)):
     """Generate (or reuse) a synthetic VOC 2012-layout dataset in ``out_dir``.
 
     Returns a dict with ``ids`` (all listed ids, sorted), ``train``, ``val``,
@@ -600,7 +601,8 @@ def main(argv=None):
     parser.add_argument("--out", required=True, help="output folder (the VOC root)")
     parser.add_argument("--n", type=int, default=40, help="number of listed images")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max_classes", type=int, default=20, help="number of classes drawn")
+    parser.add_argument("--max_classes", type=int, default=len(VOC_CLASSES),
+                        help="number of classes drawn")
     parser.add_argument("--with_aug", action="store_true",
                         help="also write SegmentationClassAug and a few SBD-only images")
     options = parser.parse_args(argv)

@@ -14,9 +14,10 @@ import os
 import numpy as np
 from PIL import Image
 
-from voc12.devkit import TEXT_CLASS_NAMES
+from data.registry import DATASETS
 from vqa.results import BG_QUESTIONS, FG_QUESTIONS
 
+VOC_CLASS_NAMES = DATASETS['voc12'].class_names
 HUE_NAMES = ((0.04, 'red'), (0.11, 'orange'), (0.19, 'yellow'), (0.45, 'green'),
              (0.54, 'cyan'), (0.71, 'blue'), (0.83, 'purple'), (0.95, 'pink'), (1.01, 'red'))
 
@@ -31,7 +32,7 @@ def colour_name(rgb):
 
 def fg_answers(class_id, shape, hue, striped):
     """Six FG answers: what kind / type / other names of the drawn object."""
-    name = TEXT_CLASS_NAMES[class_id]
+    name = VOC_CLASS_NAMES[class_id]
     texture = 'striped' if striped else 'plain'
     return [shape, '%s %s' % (hue, shape), '%s %s' % (texture, shape), '%s shape' % hue, name,
             '%s object' % hue]
@@ -41,7 +42,7 @@ def bg_answers(background_rgb, other_classes):
     """Ten BG answers: surroundings of the object (background colour, other objects)."""
     colour = colour_name(background_rgb)
     bright = 'light' if np.mean(background_rgb) > 128 else 'dark'
-    others = [TEXT_CLASS_NAMES[c] for c in other_classes] + ['%s texture' % colour, 'noise']
+    others = [VOC_CLASS_NAMES[c] for c in other_classes] + ['%s texture' % colour, 'noise']
     return ['%s wall' % colour, '%s ground' % colour, '%s background' % colour,
             '%s texture' % bright, others[0], others[1], '%s surface' % colour,
             'synthetic scene', '%s %s room' % (bright, colour), 'studio']
@@ -58,7 +59,7 @@ def image_answers(rgb, mask, classes, shapes, striped_of):
     for c in classes:
         pixels = rgb[mask == c + 1]
         hue = colour_name(pixels.mean(axis=0)) if len(pixels) else 'grey'
-        name = TEXT_CLASS_NAMES[c]
+        name = VOC_CLASS_NAMES[c]
         fg[name] = entry(FG_QUESTIONS, fg_answers(c, shapes[c], hue, striped_of(c)))
         bg[name] = entry(BG_QUESTIONS, bg_answers(background, [o for o in classes if o != c]))
     return fg, bg

@@ -17,7 +17,7 @@ from transformers import BertTokenizer, BlipConfig, BlipForQuestionAnswering
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from voc12.devkit import TEXT_CLASS_NAMES  # noqa: E402
+from data.registry import DATASETS  # noqa: E402
 from vqa.results import BG_QUESTIONS, FG_QUESTIONS  # noqa: E402
 
 SPECIAL = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]', '[DEC]', '[ENC]']
@@ -28,7 +28,7 @@ ANSWER_WORDS = ['grass', 'wall', 'sky', 'room', 'table', 'floor', 'street', 'tre
 def tiny_vocabulary():
     """Special tokens, then every word of the questions, class names and answers."""
     words = []
-    for text in FG_QUESTIONS + BG_QUESTIONS + TEXT_CLASS_NAMES + tuple(ANSWER_WORDS):
+    for text in FG_QUESTIONS + BG_QUESTIONS + DATASETS['voc12'].class_names + tuple(ANSWER_WORDS):
         for word in text.lower().replace('?', ' ? ').replace('{}', ' ').split():
             if word not in words:
                 words.append(word)

@@ -5,14 +5,13 @@ import os
 import xml.etree.ElementTree as ET
 
 from data.base import SegmentationSource, read_id_list
-from misc.palette import color_map as voc_palette  # noqa: F401  (VOC's palette is the generated map)
+from data.registry import DATASETS
 
+ENTRY = DATASETS['voc12']
+# The object names of the XML annotations, in the class-id order of ENTRY.class_names.
 XML_CLASS_NAMES = ('aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat',
                    'chair', 'cow', 'diningtable', 'dog', 'horse', 'motorbike', 'person',
                    'pottedplant', 'sheep', 'sofa', 'train', 'tvmonitor')
-TEXT_CLASS_NAMES = ('aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat',
-                    'chair', 'cow', 'dining table', 'dog', 'horse', 'motorbike', 'person',
-                    'potted plant', 'sheep', 'sofa', 'train', 'tv monitor')
 _XML_INDEX = {name: i for i, name in enumerate(XML_CLASS_NAMES)}
 
 
@@ -20,8 +19,10 @@ class VOC12(SegmentationSource):
     """Reads JPEGImages, Annotations (labels), ImageSets/Segmentation (splits),
     SegmentationClass and SegmentationClassAug (masks)."""
 
-    name = 'voc12'
-    class_names = TEXT_CLASS_NAMES
+    name = ENTRY.name
+    class_names = ENTRY.class_names
+    class_aliases = ENTRY.text_aliases
+    palette = ENTRY.palette
 
     def __init__(self, root):
         if not root:

@@ -11,7 +11,7 @@ BG features are stored as indices into the BG cache (memory ~ pairs x 10 ints).
 import torch
 
 from vqa.results import missing_entries
-from vqa.text_features import CLASS_ALIASES, answer_selector, bg_answers, fg_prompted_answers
+from vqa.text_features import answer_selector, bg_answers, fg_prompted_answers
 
 
 class TextBank:
@@ -58,7 +58,7 @@ def require_vqa_entries(fg_results, bg_results, pairs, class_names, fg_path, bg_
 
 
 def build_text_bank(pairs, class_names, label_features, fg_results, bg_results, fg_cache,
-                    bg_cache, aliases=CLASS_ALIASES):
+                    bg_cache, aliases):
     """TextBank of ``pairs``; ``label_features`` [n_classes, D] normalised f(class).
 
     The answers of each pair are those the reference selects

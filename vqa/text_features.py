@@ -17,17 +17,16 @@ from misc.io import atomic_write
 from vqa.results import QUESTIONS, template_positions
 
 PROMPT = 'a photo of {}.'
-CLASS_ALIASES = {'dining table': ('table', 'dining table'), 'tv monitor': ('monitor', 'tv monitor'),
-                 'potted plant': ('plant', 'potted plant')}
 
 
-def fg_prompted_answers(class_name, answers, aliases=CLASS_ALIASES):
+def fg_prompted_answers(class_name, answers, aliases):
     """FG answers with the class name appended where none of its names occurs.
 
     A plain substring test as the reference (``cat`` is found in ``category``).
-    ``aliases`` maps a class name to the names that count as it (the
-    reference's ``supply_cat`` by default; a folder dataset's come from its
-    ``classes.txt``); a class without an entry counts as itself only.
+    ``aliases`` maps a class name to the names that count as it (the dataset's
+    text aliases: its :mod:`data.registry` entry's, the reference's
+    ``supply_cat`` on VOC and COCO, or a folder dataset's ``classes.txt``); a
+    class without an entry counts as itself only.
     """
     names = aliases.get(class_name, (class_name,))
     return [a if any(n in a for n in names) else '%s %s' % (a, class_name) for a in answers]
@@ -92,7 +91,7 @@ def require_templates_at(pairs, templates, positions, source, image_id, name):
                                 p, template))
 
 
-def cache_texts(results, kind, source=None, aliases=CLASS_ALIASES):
+def cache_texts(results, kind, aliases, source=None):
     """Every distinct text a cache of ``kind`` ('fg' or 'bg') must hold (``aliases``:
     see :func:`fg_prompted_answers`)."""
     select = answer_selector(results, kind, source)
@@ -164,14 +163,14 @@ class TextFeatureCache:
                    meta['clip_name'], meta['clip_sha256'])
 
 
-def build_cache(results, kind, encode_texts, clip_name, clip_sha256, prompt=PROMPT,
-                batch_size=256, source=None, aliases=CLASS_ALIASES):
+def build_cache(results, kind, encode_texts, clip_name, clip_sha256, aliases, prompt=PROMPT,
+                batch_size=256, source=None):
     """Encode every text of ``results`` with ``encode_texts(list of str) -> [n, D]``.
 
     Features are L2-normalised float32; ``source`` names the results in errors;
     ``aliases``: see :func:`fg_prompted_answers`.
     """
-    texts = cache_texts(results, kind, source, aliases)
+    texts = cache_texts(results, kind, aliases, source)
     chunks = []
     with torch.no_grad():
         for start in range(0, len(texts), batch_size):
