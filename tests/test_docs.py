@@ -1,5 +1,5 @@
-"""docs/: the worked dataset example of extending.md runs as written; every
-citation of a docs page (and section) resolves; nothing cites files outside
+"""docs/: the worked dataset and backbone examples of extending.md run as
+written; every citation of a docs page (and section) resolves; nothing cites files outside
 the repository."""
 import json
 import os
@@ -11,11 +11,18 @@ from pathlib import Path
 from types import MappingProxyType
 
 import numpy as np
+import pytest
+import torch
+from torch import nn
 
+import net
 import run_sample
 from conftest import REPO
 from data import registry
 from misc.io import load_json, load_npz, read_label_png
+from net import registry as net_registry
+from net.backbone import CamBackbone
+from net.checkpoint import load_backbone, save_weights
 
 DOCS = REPO / 'docs'
 TEXT_SUFFIXES = ('.py', '.md', '.sh', '.txt', '.ini', '.cfg', '.toml')
@@ -116,6 +123,76 @@ def test_worked_dataset_example_runs_as_written(tmp_path, monkeypatch):
     filled = json.loads((ws / 'run_args.json').read_text())
     defaults = namespace['added']['streets'].defaults
     assert {flag: filled[flag] for flag in defaults} == dict(defaults)
+
+
+def registered_example_backbone(tmp_path, monkeypatch):
+    """The CamNetwork of extending.md's backbone example, its module written under
+    net/ (in tmp_path) and its entry added to CAM_NETWORKS as the guide says."""
+    blocks = named_python_blocks(DOCS / 'extending.md')
+    module_block = next(name for name in blocks if name.startswith('net/') and
+                        not name.startswith('net/registry.py'))
+    (tmp_path / 'net').mkdir()
+    (tmp_path / module_block).write_text(blocks[module_block])
+    module = 'net.' + Path(module_block).stem
+    monkeypatch.setattr(net, '__path__', list(net.__path__) + [str(tmp_path / 'net')])
+    monkeypatch.delitem(sys.modules, module, raising=False)
+    namespace = dict(vars(net_registry))
+    exec(blocks['net/registry.py: entry'], namespace)
+    added = [value for name, value in namespace.items()
+             if name not in vars(net_registry) and isinstance(value, net_registry.CamNetwork)]
+    assert len(added) == 1
+    monkeypatch.setitem(net_registry.CAM_NETWORKS, added[0].name, added[0])
+    return added[0]
+
+
+def test_worked_backbone_example_runs_as_written(tmp_path, monkeypatch):
+    entry = registered_example_backbone(tmp_path, monkeypatch)
+    backbone = entry.backbone()
+    assert issubclass(backbone, CamBackbone) and backbone.stage_channels is not None
+    args = run_sample.build_parser().parse_args(
+        ['--cam_network', entry.name, '--feature_dim', str(backbone.feature_dim)])
+    run_sample.resolve_args(args)
+    assert net_registry.cam_network(args.cam_network) is entry
+
+    n_classes, size = 3, (3 * backbone.stride, 4 * backbone.stride)
+    images = torch.rand(2, 3, *size)
+    baseline = entry.baseline(n_classes)
+    assert baseline(images).shape == (2, n_classes)
+    assert all(key.startswith((entry.name + '.', 'classifier.')) for key in baseline.state_dict())
+    assert baseline.classifier.weight.shape == (n_classes, backbone.feature_dim, 1, 1)
+    stem = {id(p) for p in baseline.backbone.stem_parameters()}
+    frozen = [name for name, p in baseline.named_parameters() if not p.requires_grad]
+    assert frozen and frozen == [name for name, p in baseline.named_parameters() if id(p) in stem]
+    with torch.no_grad():
+        cams = entry.cam(n_classes).eval()(images)
+    assert cams.shape == (n_classes, size[0] // backbone.stride, size[1] // backbone.stride)
+
+    checkpoint = str(tmp_path / 'cam.safetensors')
+    save_weights(baseline, checkpoint)
+    irnet = entry.irnet().eval()
+    load_backbone(irnet.backbone, checkpoint, entry.name + '.')
+    for key, value in baseline.backbone.state_dict().items():
+        torch.testing.assert_close(irnet.backbone.state_dict()[key], value, rtol=0, atol=0)
+    with torch.no_grad():
+        edge, displacement = irnet(images)
+    assert edge.shape == (2, 1, size[0] // 4, size[1] // 4)
+    assert displacement.shape == (2, 2, size[0] // 4, size[1] // 4)
+
+
+def test_the_backbone_example_loads_imagenet_weights_and_names_a_bad_file(tmp_path,
+                                                                          monkeypatch):
+    backbone = registered_example_backbone(tmp_path, monkeypatch).build_backbone(nn.BatchNorm2d)
+    trained = type(backbone)(nn.BatchNorm2d).state_dict()
+    weights = tmp_path / 'imagenet.pth'
+    torch.save(trained, weights)
+    backbone.load_imagenet_weights(str(weights))
+    for key, value in backbone.state_dict().items():
+        torch.testing.assert_close(value, trained[key], rtol=0, atol=0)
+    torch.save({'not_a_layer.weight': torch.zeros(1)}, weights)
+    with pytest.raises(ValueError, match=re.escape(str(weights))):
+        backbone.load_imagenet_weights(str(weights))
+    with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / 'missing.pth'))):
+        backbone.load_imagenet_weights(str(tmp_path / 'missing.pth'))
 
 
 def test_citations_of_docs_pages_and_sections_resolve():
