@@ -126,15 +126,17 @@ _UNSURE = 255           # bucket table entry: a threshold falls inside the bucke
 def float32_bucket_table(thresholds32):
     """uint8 [2^20]: #thresholds < m for every float32 m of a bucket, or _UNSURE.
 
-    A bucket holds the floats whose bit patterns share their top 20 bits: an
-    interval of values (NaNs aside), on which ``searchsorted(thresholds, m,
-    'left')`` is constant unless its two ends disagree; then it is _UNSURE.
+    A bucket holds the floats whose bit patterns share their top 20 bits.
+    ``n(m) = searchsorted(thresholds, m, 'left')`` is monotone in m (NaN
+    last), and the values of a bucket lie between its first bit pattern and
+    the next bucket's first one (the last pattern closes the last bucket);
+    where n agrees at both, it is constant on the bucket, otherwise (a
+    threshold inside, or at a sign or NaN boundary) the bucket is _UNSURE.
     """
-    top = np.arange(1 << (32 - _BUCKET_SHIFT), dtype=np.uint32) << _BUCKET_SHIFT
-    first = np.searchsorted(thresholds32, top.view(np.float32), side="left")
-    last = np.searchsorted(thresholds32, (top | ((1 << _BUCKET_SHIFT) - 1)).view(np.float32),
+    starts = np.arange(1 << (32 - _BUCKET_SHIFT), dtype=np.uint32) << _BUCKET_SHIFT
+    ends = np.searchsorted(thresholds32, np.append(starts, np.uint32(0xFFFFFFFF)).view(np.float32),
                            side="left")
-    return np.where(first == last, first, _UNSURE).astype(np.uint8)
+    return np.where(ends[:-1] == ends[1:], ends[:-1], _UNSURE).astype(np.uint8)
 
 
 class ThresholdSweep:
