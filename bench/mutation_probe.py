@@ -155,7 +155,7 @@ MUTANTS = [
            ['tests/test_sem_seg.py::test_random_walk_scores_match_reference',
             'tests/test_edge_numerics.py']),
     Mutant('random_walk_beta_multiplied', 'misc/random_walk.py',
-           'values = affinity.values() ** beta', 'values = affinity.values() * beta',
+           'weight = aff ** beta', 'weight = aff * beta',
            ['tests/test_sem_seg.py::test_sparse_random_walk_matches_reference']),
     Mutant('ir_label_crf_unary_0_9', 'misc/crf.py', 't=10, gt_prob=0.7)', 't=10, gt_prob=0.9)',
            ['tests/test_ir_label.py::test_confident_regions_reproduce_reference']),

@@ -88,19 +88,54 @@ def cam_to_label(high_res, keys, threshold):
     return lookup[np.argmax(padded, axis=0)]
 
 
-def _fg_max_and_label(high_res, keys):
-    """Per pixel: foreground max m and the class id of its first argmax.
+def _first_max_channel(high_res, fg_max):
+    """Per pixel, the channel np.argmax(high_res, axis=0) picks: the first maximal one.
 
-    At threshold t the reference predicts that class id if m > t, else 0
-    (docs/method.md#cam-evaluation). With K = 0, m = -inf (never above a threshold). A
-    NaN CAM value makes m NaN and its channel the argmax, as np.argmax does.
+    ``fg_max`` = high_res.max(axis=0). Where a pixel holds a NaN (fg_max is
+    NaN) np.argmax picks its first NaN; those few pixels are handed to it.
+    """
+    channel = np.zeros(fg_max.shape, np.min_scalar_type(high_res.shape[0]))
+    for k in range(high_res.shape[0] - 1, -1, -1):      # the last write is the first maximum
+        np.copyto(channel, k, where=high_res[k] == fg_max)
+    nan = np.isnan(fg_max)
+    if nan.any():
+        channel[nan] = np.argmax(high_res[:, nan], axis=0)
+    return channel
+
+
+def _fg_max_and_channel(high_res):
+    """Per pixel: foreground max m and its first argmax channel (uint8 for K <= 255).
+
+    At threshold t the reference predicts that channel's class if m > t, else
+    background (docs/method.md#cam-evaluation). With K = 0, m = -inf (never
+    above a threshold) and the channel is 0. A NaN CAM value makes m NaN and
+    its channel the argmax, as np.argmax does.
     """
     if high_res.shape[0] == 0:
         shape = high_res.shape[1:]
-        return np.full(shape, -np.inf, high_res.dtype), np.zeros(shape, np.int64)
-    channel = np.argmax(high_res, axis=0)
-    fg_max = np.take_along_axis(high_res, channel[None], axis=0)[0]
-    return fg_max, (keys + 1)[channel]
+        return np.full(shape, -np.inf, high_res.dtype), np.zeros(shape, np.uint8)
+    fg_max = high_res.max(axis=0)
+    return fg_max, _first_max_channel(high_res, fg_max)
+
+
+_BUCKET_SHIFT = 12      # float32 bit patterns >> 12: 2^20 buckets of 4096 neighbouring floats
+_UNSURE = 255           # bucket table entry: a threshold falls inside the bucket
+
+
+def float32_bucket_table(thresholds32):
+    """uint8 [2^20]: #thresholds < m for every float32 m of a bucket, or _UNSURE.
+
+    A bucket holds the floats whose bit patterns share their top 20 bits.
+    ``n(m) = searchsorted(thresholds, m, 'left')`` is monotone in m (NaN
+    last), and the values of a bucket lie between its first bit pattern and
+    the next bucket's first one (the last pattern closes the last bucket);
+    where n agrees at both, it is constant on the bucket, otherwise (a
+    threshold inside, or at a sign or NaN boundary) the bucket is _UNSURE.
+    """
+    starts = np.arange(1 << (32 - _BUCKET_SHIFT), dtype=np.uint32) << _BUCKET_SHIFT
+    ends = np.searchsorted(thresholds32, np.append(starts, np.uint32(0xFFFFFFFF)).view(np.float32),
+                           side="left")
+    return np.where(ends[:-1] == ends[1:], ends[:-1], _UNSURE).astype(np.uint8)
 
 
 class ThresholdSweep:
@@ -115,11 +150,14 @@ class ThresholdSweep:
     background). With ascending thresholds, ``n = searchsorted(t, m, 'left')``
     counts the thresholds strictly below m: the pixel is foreground for
     thresholds 0..n-1 and background from n on. NaN CAM values sort above
-    every threshold (always foreground), as np.argmax makes them win. A
-    histogram over (n, gt, foreground class) is accumulated per image with
-    np.bincount; suffix sums over n give the foreground part of each
+    every threshold (always foreground), as np.argmax makes them win. ONE
+    histogram over (n, gt row, foreground class) is accumulated per image with
+    np.bincount (void and out-of-range GT labels get rows of their own, the
+    latter raise); suffix sums over n give the foreground part of each
     threshold's confusion and the remaining pixels of each GT row go to the
-    background column.
+    background column. For float32 CAMs n is read from a table indexed by the
+    top 20 bits of m (:func:`float32_bucket_table`), with searchsorted only for
+    the pixels of the few buckets a threshold splits: the same n.
     """
 
     def __init__(self, thresholds, n_class, ignore_index=IGNORE_INDEX):
@@ -133,6 +171,7 @@ class ThresholdSweep:
         self.ignore_index = ignore_index
         self.n_images = 0
         self._hist = np.zeros((thresholds.size + 1, n_class, n_class), np.int64)
+        self._bucket_table = None
 
     def add(self, high_res, keys, gt):
         """Accumulate one image: CAMs [K, H, W], keys [K] (0-based), GT [H, W]."""
@@ -140,15 +179,50 @@ class ThresholdSweep:
         keys = np.asarray(keys, dtype=np.int64)
         gt = np.asarray(gt)
         self._check_inputs(high_res, keys, gt)
-        fg_max, fg_label = _fg_max_and_label(high_res, keys)
-        n_below = np.searchsorted(self.thresholds.astype(high_res.dtype), fg_max, side="left")
-        valid = gt != self.ignore_index
-        gt_v = gt[valid].astype(np.int64)
-        _check_labels(gt_v, self.n_class, "ground-truth")
-        c = self.n_class
-        index = (n_below[valid] * c + gt_v) * c + fg_label[valid]
-        self._hist += np.bincount(index, minlength=self._hist.size).reshape(self._hist.shape)
+        fg_max, channel = _fg_max_and_channel(high_res)
+        c, n_channels = self.n_class, max(keys.size, 1)
+        index = np.multiply(self._count_below(fg_max), (c + 2) * n_channels, dtype=np.intp)
+        index += self._gt_rows(gt, stride=n_channels)
+        index += channel
+        counts = np.bincount(index.reshape(-1),
+                             minlength=self._hist.shape[0] * (c + 2) * n_channels)
+        counts = counts.reshape(self._hist.shape[0], c + 2, n_channels)
+        if counts[:, c + 1].any():
+            _check_labels(gt[gt != self.ignore_index], c, "ground-truth")
+        labels = keys + 1 if keys.size else np.zeros(1, np.int64)
+        np.add.at(self._hist, (slice(None), slice(None), labels), counts[:, :c])
         self.n_images += 1
+
+    def _count_below(self, fg_max):
+        """Per pixel, the number of thresholds (cast to the CAM dtype) strictly below m."""
+        thresholds = self.thresholds.astype(fg_max.dtype)
+        if fg_max.dtype != np.float32 or thresholds.size >= _UNSURE:
+            return np.searchsorted(thresholds, fg_max, side="left")
+        if self._bucket_table is None:
+            self._bucket_table = float32_bucket_table(thresholds)
+        bits = np.ascontiguousarray(fg_max).view(np.uint32)
+        count = np.take(self._bucket_table, bits >> _BUCKET_SHIFT)
+        unsure = count == _UNSURE
+        if unsure.any():
+            count[unsure] = np.searchsorted(thresholds, fg_max[unsure], side="left")
+        return count
+
+    def _gt_rows(self, gt, stride):
+        """intp [H, W]: ``stride`` times the histogram row of each pixel.
+
+        The row is the GT label, n_class for ignore_index and n_class + 1 for
+        any other label (refused after counting).
+        """
+        c = self.n_class
+        if gt.dtype == np.uint8:
+            lookup = np.full(256, c + 1, np.intp)
+            lookup[:min(c, 256)] = np.arange(min(c, 256))
+            if 0 <= self.ignore_index < 256:
+                lookup[self.ignore_index] = c
+            return np.take(lookup * stride, gt)
+        inside = (gt >= 0) & (gt < c)
+        rows = np.where(gt == self.ignore_index, c, np.where(inside, gt, c + 1))
+        return rows.astype(np.intp) * stride
 
     def _check_inputs(self, high_res, keys, gt):
         if high_res.ndim != 3 or not np.issubdtype(high_res.dtype, np.floating):

@@ -215,6 +215,50 @@ def test_sweep_equals_per_threshold_random():
     np.testing.assert_array_equal(sweep.confusions, _per_threshold(cams, gts, thresholds, 21))
 
 
+def _values_around(thresholds32):
+    """float32 values at, just below and just above each threshold, and the awkward ones."""
+    below = np.nextafter(thresholds32, np.float32(-np.inf))
+    above = np.nextafter(thresholds32, np.float32(np.inf))
+    special = np.array([0.0, -0.0, 1e-42, -1e-42, -0.3, 1.7, 3e38, np.inf, -np.inf, np.nan,
+                        -np.nan], np.float32)
+    return np.concatenate([thresholds32, below, above, special])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("gt_dtype", [np.uint8, np.int64])
+def test_sweep_equals_per_threshold_at_threshold_neighbours(dtype, gt_dtype):
+    """Every value next to a threshold, signed zeros, denormals, infinities and NaNs."""
+    rng = np.random.default_rng(1)
+    thresholds = np.concatenate([np.arange(10, 60, 2) / 100, [0.15, 0.15]])
+    thresholds.sort()
+    values = _values_around(thresholds.astype(np.float32)).astype(dtype)
+    cams, gts = [], []
+    for k in (1, 2, 3):
+        high_res = rng.choice(values, size=(k, 4, values.size))
+        high_res[:, 0] = values                       # every value as a channel's maximum
+        keys = np.sort(rng.choice(8, size=k, replace=False))
+        gt = rng.integers(0, 9, size=high_res.shape[1:]).astype(gt_dtype)
+        gt[rng.random(gt.shape) < 0.2] = 255
+        cams.append((high_res, keys))
+        gts.append(gt)
+    sweep = ThresholdSweep(thresholds, n_class=9)
+    for (high_res, keys), gt in zip(cams, gts):
+        sweep.add(high_res, keys, gt)
+    np.testing.assert_array_equal(sweep.confusions, _per_threshold(cams, gts, thresholds, 9))
+
+
+@pytest.mark.parametrize("gt_dtype", [np.uint8, np.int32])
+def test_sweep_refuses_an_out_of_range_label_and_keeps_its_counts(gt_dtype):
+    sweep = ThresholdSweep([0.1, 0.2], n_class=3)
+    high_res = np.full((1, 2, 2), 0.5, np.float32)
+    sweep.add(high_res, np.array([1]), np.array([[0, 1], [2, 255]], gt_dtype))
+    before = sweep.confusions
+    with pytest.raises(ValueError, match="ground-truth label 3 outside"):
+        sweep.add(high_res, np.array([1]), np.array([[0, 3], [255, 1]], gt_dtype))
+    np.testing.assert_array_equal(sweep.confusions, before)
+    assert sweep.n_images == 1
+
+
 def test_sweep_nan_behaves_like_argmax():
     high_res = np.array([[[0.9, np.nan, 0.01, 0.3]], [[np.nan, 0.2, np.nan, 0.1]]], dtype=np.float32)
     keys = np.array([0, 4])

@@ -15,7 +15,7 @@ import run_sample
 from conftest import REF, REPO, VOC_MINI, has_file_ending, kill_when, run_sample_cmd
 from misc.path_index import PathIndex, affinity_labels
 from misc.random_walk import padded_path_affinity, propagate_to_edge, sparse_affinity, \
-    transition_matrix
+    walk_matrix
 from step.make_sem_seg_labels import random_walk_scores
 from voc12.devkit import VOC12
 
@@ -79,9 +79,9 @@ def test_affinity_and_transition_intermediates():
     edge = torch.from_numpy(ref['case0_edge'])
     _, _, aff = padded_path_affinity(edge, 5)
     np.testing.assert_array_equal(aff.numpy(), ref['case0_sparse_aff'].reshape(aff.shape))
-    dense = sparse_affinity(edge, 5)
-    np.testing.assert_array_equal(dense.to_dense().numpy(), ref['case0_dense_aff'])
-    trans = transition_matrix(dense.double(), 10).to_dense()
+    np.testing.assert_array_equal(sparse_affinity(edge, 5).to_dense().numpy(),
+                                  ref['case0_dense_aff'])
+    trans = walk_matrix(edge.double(), 5, 10).to_dense().t()
     squared = trans
     for _ in range(int(ref['case0_params'][5])):
         squared = squared @ squared
@@ -107,7 +107,7 @@ def test_sparse_random_walk_matches_reference(case):
 def test_transition_matrix_is_sparse_and_linear_in_pixels():
     for h, w in ((16, 16), (32, 64)):
         aff = sparse_affinity(torch.rand(1, h, w), 5)
-        assert aff.is_sparse and aff._nnz() <= h * w * (2 * 34 + 1)
+        assert aff.layout == torch.sparse_csr and aff._nnz() <= h * w * (2 * 34 + 1)
 
 
 @pytest.mark.parametrize('image_id', stems(REF / 'rw', '.npz'))
