@@ -192,6 +192,15 @@ def test_no_present_class():
     np.testing.assert_array_equal(sweep.confusions, [expected, expected])
 
 
+def assert_sweep_equals_per_threshold(cams, gts, thresholds, n_class):
+    """One ThresholdSweep over the images gives the per-threshold confusions."""
+    sweep = ThresholdSweep(thresholds, n_class=n_class)
+    for (high_res, keys), gt in zip(cams, gts):
+        sweep.add(high_res, keys, gt)
+    np.testing.assert_array_equal(sweep.confusions,
+                                  _per_threshold(cams, gts, thresholds, n_class))
+
+
 def test_sweep_equals_per_threshold_random():
     rng = np.random.default_rng(0)
     thresholds = np.arange(5, 60) / 100
@@ -209,10 +218,7 @@ def test_sweep_equals_per_threshold_random():
         gt[rng.random((h, w)) < 0.1] = 255
         cams.append((high_res, keys))
         gts.append(gt)
-    sweep = ThresholdSweep(thresholds, n_class=21)
-    for (high_res, keys), gt in zip(cams, gts):
-        sweep.add(high_res, keys, gt)
-    np.testing.assert_array_equal(sweep.confusions, _per_threshold(cams, gts, thresholds, 21))
+    assert_sweep_equals_per_threshold(cams, gts, thresholds, 21)
 
 
 def _values_around(thresholds32):
@@ -241,10 +247,7 @@ def test_sweep_equals_per_threshold_at_threshold_neighbours(dtype, gt_dtype):
         gt[rng.random(gt.shape) < 0.2] = 255
         cams.append((high_res, keys))
         gts.append(gt)
-    sweep = ThresholdSweep(thresholds, n_class=9)
-    for (high_res, keys), gt in zip(cams, gts):
-        sweep.add(high_res, keys, gt)
-    np.testing.assert_array_equal(sweep.confusions, _per_threshold(cams, gts, thresholds, 9))
+    assert_sweep_equals_per_threshold(cams, gts, thresholds, 9)
 
 
 @pytest.mark.parametrize("gt_dtype", [np.uint8, np.int32])
