@@ -1,0 +1,78 @@
+"""net.folded_cam.FoldedCAM (what make_cam / make_clims run) against the CAM networks it
+is built from, with the fixtures' weights (authors' layout) on a fixture image."""
+import numpy as np
+import pytest
+import torch
+
+from conftest import VOC_MINI, reference_ids
+from data.loaders import multiscale_inputs
+from net.checkpoint import load_weights
+from net.folded_cam import FoldedCAM, uses_onednn_fusion
+from net.resnet50_cam import CAM as BaselineCAM
+from net.resnet50_clims import CAM as ClimsCAM
+from voc12.devkit import VOC12
+
+NETWORKS = {'baseline': BaselineCAM, 'qa_clims': ClimsCAM}
+SCALES = (1.0, 0.5)
+
+
+@pytest.fixture(scope='module')
+def pairs():
+    """[image, flip] inputs of the first fixture image at two scales."""
+    image_id = reference_ids('trainval')[0]
+    return multiscale_inputs(VOC12(str(VOC_MINI)).read_image(image_id), SCALES)
+
+
+def eval_network(name, weights, dtype=torch.float32):
+    return load_weights(NETWORKS[name](20), str(weights)).to(dtype).eval()
+
+
+@pytest.mark.parametrize('name', sorted(NETWORKS))
+def test_float32_maps_equal_the_networks_within_rounding(name, pairs, clims_reference_weights):
+    """The fused CPU kernels (BatchNorm folded, ReLU and residual inside the convolution)."""
+    model = eval_network(name, clims_reference_weights)
+    folded = FoldedCAM(model)
+    assert uses_onednn_fusion(pairs[0])
+    with torch.inference_mode():
+        for pair in pairs:
+            expected, ours = model(pair), folded(pair)
+            assert ours.shape == expected.shape and ours.is_contiguous()
+            assert expected.max() > 0
+            np.testing.assert_allclose(ours.numpy(), expected.numpy(), rtol=0,
+                                       atol=1e-5 * float(expected.max()))
+
+
+@pytest.mark.parametrize('name', sorted(NETWORKS))
+def test_folding_is_exact_in_float64(name, pairs, clims_reference_weights):
+    """In float64 (ordinary F.conv2d path) only the folding differs from the network:
+    w * gamma / sqrt(var + eps) and beta - mean * gamma / sqrt(var + eps) are exact."""
+    model = eval_network(name, clims_reference_weights, torch.float64)
+    folded = FoldedCAM(model)
+    pair = pairs[-1].double()
+    with torch.inference_mode():
+        assert not uses_onednn_fusion(pair)
+        expected, ours = model(pair), folded(pair)
+    np.testing.assert_allclose(ours.numpy(), expected.numpy(), rtol=0,
+                               atol=1e-12 * float(expected.max()))
+
+
+def test_autocast_runs_the_convolutions_in_bf16(pairs, clims_reference_weights):
+    """--amp: under CPU autocast the folded network computes in bfloat16."""
+    model = eval_network('qa_clims', clims_reference_weights)
+    folded = FoldedCAM(model)
+    pair = pairs[-1]
+    with torch.inference_mode():
+        expected = folded(pair)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            assert not uses_onednn_fusion(pair)
+            ours = folded(pair)
+    assert ours.dtype == torch.bfloat16
+    assert not torch.equal(ours.float(), expected)
+    np.testing.assert_allclose(ours.float().numpy(), expected.numpy(), rtol=0,
+                               atol=0.05 * float(expected.max()))
+
+
+def test_a_model_in_training_mode_is_refused(clims_reference_weights):
+    model = eval_network('qa_clims', clims_reference_weights).train()
+    with pytest.raises(ValueError, match='eval mode'):
+        FoldedCAM(model)
