@@ -6,8 +6,8 @@
 "Today" is the path make_cam ran before this change, copied here: the eager
 CAM network (NCHW tensors, ``torch.no_grad``), every class resized over the
 scales, then the tagged ones kept and normalised. "New" is what make_clims
-runs now: ``step.make_cam.image_cams`` with ``net.folded_cam.FoldedCAM``
-under ``torch.inference_mode``, in float32 and with ``--amp`` (bf16 autocast
+runs now: ``step.make_cam.image_cams`` with ``net.resnet50_cam.InferenceCAM``
+(the ResNet-50 with BatchNorm folded, ``net.folded_resnet``) under ``torch.inference_mode``, in float32 and with ``--amp`` (bf16 autocast
 on CPU). Both get the same MultiScaleDataset items (4 scales x flip) of
 synthetic VOC-size images drawn by the demo generator (1-3 classes each);
 the weights are the authors' checkpoint layout filled by the fixtures' tool
@@ -39,8 +39,8 @@ from misc.cam import fuse_multiscale, normalize_cams  # noqa: E402
 from misc.metrics import cam_to_label  # noqa: E402
 from misc.training import autocast_context  # noqa: E402
 from net.checkpoint import load_weights  # noqa: E402
-from net.folded_cam import FoldedCAM  # noqa: E402
-from net.resnet50_clims import CAM  # noqa: E402
+from net.registry import RESNET50  # noqa: E402
+from net.resnet50_cam import InferenceCAM  # noqa: E402
 from step.make_cam import cpu_has_bf16_kernels, image_cams  # noqa: E402
 from tools.make_demo_voc import layout_image, render_image  # noqa: E402
 
@@ -80,7 +80,7 @@ def todays_image_cams(model, pack):
     """make_cam's per-image path before the folded network (eager, all classes fused)."""
     size = (int(pack['size'][0]), int(pack['size'][1]))
     outputs = [model(img[0]).float() for img in pack['img']]
-    strided, high_res = fuse_multiscale(outputs, size)
+    strided, high_res = fuse_multiscale(outputs, size, model.stride)
     keys = torch.nonzero(pack['label'][0])[:, 0]
     return (keys.numpy().astype(np.int64), normalize_cams(strided[keys]).numpy(),
             normalize_cams(high_res[keys]).numpy())
@@ -144,8 +144,8 @@ def main():
     torch.set_num_threads(a.threads)
     with tempfile.TemporaryDirectory() as tmp:
         weights = a.weights or fixture_layout_weights(os.path.join(tmp, 'res50_qa_clims.pth'))
-        model = load_weights(CAM(20), weights).eval()
-    network = FoldedCAM(model)
+        model = load_weights(RESNET50.clims_cam(20), weights).eval()
+    network = InferenceCAM(model)
     packs = synthetic_packs(a.images, a.size)
     load_before = os.getloadavg()[0]
     times, max_diff, labels_equal = measure(model, network, packs, a.repeats, not a.no_bf16)

@@ -24,8 +24,8 @@ from misc.paths import cam_out_dir, cam_weights_path
 from misc.stage import pending_shard, prepare
 from misc.training import autocast_context
 from net.checkpoint import load_weights
-from net.folded_cam import FoldedCAM
 from net.registry import cam_network
+from net.resnet50_cam import InferenceCAM
 
 
 def image_cams(model, pack, device):
@@ -67,7 +67,7 @@ def write_cams(args, model, out_dir, desc, record):
     log.info('%s: %d images, %d already done, %d in this process -> %s',
              desc, len(ids), len(ids) - len(todo), len(shard), out_dir)
     warn_if_bf16_is_emulated(device, args.amp)
-    network = FoldedCAM(model.eval()).to(device)
+    network = InferenceCAM(model.eval()).to(device)
     loader = DataLoader(MultiScaleDataset(source, shard, args.cam_scales), batch_size=1,
                         shuffle=False, num_workers=args.num_workers)
     with torch.inference_mode(), autocast_context(device, args.amp):

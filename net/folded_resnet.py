@@ -1,22 +1,21 @@
-"""Inference form of the CAM networks (make_cam / make_clims, docs/method.md#multi-scale-cams):
-the same maps, faster.
+"""Inference form of the ResNet-50 backbone (make_cam / make_clims,
+docs/method.md#multi-scale-cams): the same features, faster.
 
-:class:`FoldedCAM` is built from a ``net.resnet50_cam.CAM`` or
-``net.resnet50_clims.CAM`` in eval mode. Every convolution and the BatchNorm
-after it become one convolution with a bias (BatchNorm with fixed statistics
-is an affine map per channel: w' = w * g, b' = beta - mean * g with
-g = gamma / sqrt(var + eps)); weights and activations are channels-last. On
-a CPU in float32 the ReLU and the residual addition of each bottleneck also
-run inside the convolution (oneDNN post-ops). Folding changes only the order
-of float32 roundings (about 1e-6 of the map maximum); under autocast (``--amp``)
-or on a GPU the convolutions are ordinary ``F.conv2d`` calls.
+:class:`FoldedResNet` is built from a torchvision-style ResNet of Bottleneck
+blocks in eval mode (:meth:`net.resnet50.ResNet50.inference_form`). Every
+convolution and the BatchNorm after it become one convolution with a bias
+(BatchNorm with fixed statistics is an affine map per channel:
+w' = w * g, b' = beta - mean * g with g = gamma / sqrt(var + eps)); weights
+and activations are channels-last. On a CPU in float32 the ReLU and the
+residual addition of each block also run inside the convolution (oneDNN
+post-ops). Folding changes only the order of float32 roundings (about 1e-6
+of the map maximum); under autocast (``--amp``), in float64 or on a GPU the
+convolutions are ordinary ``F.conv2d`` calls.
 """
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
-
-from net.resnet50_cam import flip_fused_cam
 
 
 def onednn_fusion_available():
@@ -33,17 +32,15 @@ def uses_onednn_fusion(x):
 
 
 class FoldedConv(nn.Module):
-    """``conv`` followed by the eval-mode BatchNorm ``bn`` (or nothing) as one convolution."""
+    """``conv`` followed by the eval-mode BatchNorm ``bn`` as one convolution."""
 
-    def __init__(self, conv, bn=None):
+    def __init__(self, conv, bn):
         super().__init__()
-        weight, bias = conv.weight.detach(), conv.bias
-        if bn is not None:
-            weight, bias = fuse_conv_bn_weights(weight, bias, bn.running_mean, bn.running_var,
-                                                bn.eps, bn.weight, bn.bias)
+        weight, bias = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean,
+                                            bn.running_var, bn.eps, bn.weight, bn.bias)
         self.register_buffer('weight', weight.detach().contiguous(
             memory_format=torch.channels_last))
-        self.register_buffer('bias', None if bias is None else bias.detach().clone())
+        self.register_buffer('bias', bias.detach().clone())
         self.padding, self.stride = list(conv.padding), list(conv.stride)
         self.dilation, self.groups = list(conv.dilation), conv.groups
 
@@ -80,30 +77,20 @@ class FoldedBottleneck(nn.Module):
         return self.conv3(out, relu=True, residual=shortcut)
 
 
-class FoldedCAM(nn.Module):
-    """forward([image, flipped image]) -> [n_classes, h, w], as ``CAM.forward``.
+class FoldedResNet(nn.Module):
+    """forward(x) = the ResNet's features (stem, max-pool, layer1-4), channels-last."""
 
-    The raw maps relu(conv(features, classifier weight)) of the pair; the
-    flip's maps flipped back and added (``net.resnet50_cam.flip_fused_cam``).
-    """
-
-    def __init__(self, cam_model):
+    def __init__(self, resnet):
         super().__init__()
-        if cam_model.training:
-            raise ValueError('FoldedCAM folds BatchNorm with its running statistics: build it '
-                             'from a model in eval mode (model.eval())')
-        r = cam_model.resnet50
-        self.stem = FoldedConv(r.conv1, r.bn1)
-        self.maxpool = r.maxpool
-        self.blocks = nn.Sequential(*(FoldedBottleneck(block) for layer in
-                                      (r.layer1, r.layer2, r.layer3, r.layer4) for block in layer))
-        self.classifier = FoldedConv(cam_model.classifier)
+        if resnet.training:
+            raise ValueError('FoldedResNet folds BatchNorm with its running statistics: build '
+                             'it from a model in eval mode (model.eval())')
+        self.stem = FoldedConv(resnet.conv1, resnet.bn1)
+        self.maxpool = resnet.maxpool
+        self.blocks = nn.Sequential(*(FoldedBottleneck(block) for layer in (
+            resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4) for block in layer))
         self.eval()
 
-    def cam(self, x):
-        """Raw maps relu(conv(features, W)) of a batch [N, 3, H, W] (channels-last)."""
-        x = self.maxpool(self.stem(x.contiguous(memory_format=torch.channels_last), relu=True))
-        return self.classifier(self.blocks(x), relu=True)
-
-    def forward(self, pair):
-        return flip_fused_cam(self, pair).contiguous()
+    def forward(self, x):
+        x = self.stem(x.contiguous(memory_format=torch.channels_last), relu=True)
+        return self.blocks(self.maxpool(x))
