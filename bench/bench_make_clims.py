@@ -7,15 +7,18 @@
 CAM network (NCHW tensors, ``torch.no_grad``), every class resized over the
 scales, then the tagged ones kept and normalised. "New" is what make_clims
 runs now: ``step.make_cam.image_cams`` with ``net.resnet50_cam.InferenceCAM``
-(the ResNet-50 with BatchNorm folded, ``net.folded_resnet``) under ``torch.inference_mode``, in float32 and with ``--amp`` (bf16 autocast
-on CPU). Both get the same MultiScaleDataset items (4 scales x flip) of
+(the ResNet-50 with BatchNorm folded, ``net.folded_resnet``) under
+``torch.inference_mode``, in float32 and with ``--amp`` (bf16 autocast on
+CPU). Both get the same MultiScaleDataset items (4 scales x flip) of
 synthetic VOC-size images drawn by the demo generator (1-3 classes each);
 the weights are the authors' checkpoint layout filled by the fixtures' tool
 (``--weights`` takes a real checkpoint instead).
 
-The three paths run interleaved (today, new, new bf16 for each image and
+After one warm-up call each (oneDNN builds its kernels for a shape once), the
+three paths run interleaved (today, new, new bf16 for each image and
 repeat), so the load of a shared machine hits them alike. Printed: the
-median seconds per image of each path, the median of the paired ratios, the
+median wall seconds per image of each path, the median of the paired ratios
+(wall, and process CPU time, which load disturbs less), the
 largest |CAM difference| of new vs today (normalised ``cam`` and
 ``high_res``), and for bf16 the share of pixels whose eval_cam label (the
 argmax behind ``--cam_eval_thres`` 0.15) equals today's float32 label.
@@ -86,10 +89,13 @@ def todays_image_cams(model, pack):
             normalize_cams(high_res[keys]).numpy())
 
 
-def timed(fn):
-    start = time.perf_counter()
+def timed(fn, clocks):
+    """fn(), its wall and process-CPU seconds appended to ``clocks``."""
+    wall, cpu = time.perf_counter(), time.process_time()
     out = fn()
-    return time.perf_counter() - start, out
+    clocks['wall'].append(time.perf_counter() - wall)
+    clocks['cpu'].append(time.process_time() - cpu)
+    return out
 
 
 def run_today(model, pack):
@@ -103,31 +109,38 @@ def run_new(network, pack, amp):
 
 
 def measure(model, network, packs, repeats, with_bf16):
-    """Per path: list of seconds per image; plus the CAM differences and label agreement."""
-    times = {'today': [], 'new': [], 'bf16': []}
+    """Per path: wall and CPU seconds of every image and round; the largest CAM
+    differences of new vs today; the share of bf16 eval_cam labels equal to today's."""
+    run_today(model, packs[0])
+    for amp in (False, True) if with_bf16 else (False,):
+        run_new(network, packs[0], amp)
+    times = {path: {'wall': [], 'cpu': []} for path in ('today', 'new', 'bf16')}
     max_diff = {'cam': 0.0, 'high_res': 0.0}
     equal = total = 0
     for _ in range(repeats):
         for pack in packs:
-            t, (keys, cam, high_res) = timed(lambda: run_today(model, pack))
-            times['today'].append(t)
-            t, (new_keys, new_cam, new_high_res) = timed(lambda: run_new(network, pack, False))
-            times['new'].append(t)
+            keys, cam, high_res = timed(lambda: run_today(model, pack), times['today'])
+            new_keys, new_cam, new_high_res = timed(lambda: run_new(network, pack, False),
+                                                    times['new'])
             assert np.array_equal(keys, new_keys)
             max_diff['cam'] = max(max_diff['cam'], float(np.abs(new_cam - cam).max()))
             max_diff['high_res'] = max(max_diff['high_res'],
                                        float(np.abs(new_high_res - high_res).max()))
             if with_bf16:
-                t, (_, _, bf16_high_res) = timed(lambda: run_new(network, pack, True))
-                times['bf16'].append(t)
+                _, _, bf16_high_res = timed(lambda: run_new(network, pack, True), times['bf16'])
                 labels = cam_to_label(high_res, keys, CAM_EVAL_THRES)
                 equal += int((cam_to_label(bf16_high_res, keys, CAM_EVAL_THRES) == labels).sum())
                 total += labels.size
     return times, max_diff, (equal / total if total else None)
 
 
-def paired_ratio(slow, fast):
-    return float(np.median(np.array(slow) / np.array(fast)))
+def paired_ratio(times, slow, fast, clock='wall'):
+    """Median over images and rounds of slow / fast (each pair measured side by side)."""
+    return float(np.median(np.array(times[slow][clock]) / np.array(times[fast][clock])))
+
+
+def median_wall(times, path):
+    return float(np.median(times[path]['wall']))
 
 
 def main():
@@ -149,20 +162,20 @@ def main():
     packs = synthetic_packs(a.images, a.size)
     load_before = os.getloadavg()[0]
     times, max_diff, labels_equal = measure(model, network, packs, a.repeats, not a.no_bf16)
-    today, new = np.median(times['today']), np.median(times['new'])
     print('%d images of %dx%d, scales %s x flip, %d threads, %d repeats, interleaved; '
           'load average %.1f before, %.1f after; bf16 kernels on this CPU: %s'
           % (a.images, a.size[0], a.size[1], ','.join(map(str, SCALES)), a.threads, a.repeats,
              load_before, os.getloadavg()[0], 'yes' if cpu_has_bf16_kernels() else 'no'))
-    print('make_clims fp32: today-path %.2f s/img, new %.2f s/img: %.2fx (target >= 1.6x), '
-          'max |CAM diff| cam %.1e, high_res %.1e'
-          % (today, new, paired_ratio(times['today'], times['new']), max_diff['cam'],
-             max_diff['high_res']))
-    if times['bf16']:
-        print('make_clims bf16: new %.2f s/img: %.2fx vs today\'s fp32 (target >= 3x), labels '
-              'equal %.3f%% (target >= 99.9%%)'
-              % (np.median(times['bf16']), paired_ratio(times['today'], times['bf16']),
-                 100 * labels_equal))
+    print('make_clims fp32: today-path %.2f s/img, new %.2f s/img: %.2fx (target >= 1.6x; '
+          'CPU time %.2fx), max |CAM diff| cam %.1e, high_res %.1e'
+          % (median_wall(times, 'today'), median_wall(times, 'new'),
+             paired_ratio(times, 'today', 'new'), paired_ratio(times, 'today', 'new', 'cpu'),
+             max_diff['cam'], max_diff['high_res']))
+    if labels_equal is not None:
+        print('make_clims bf16: new %.2f s/img: %.2fx vs today\'s fp32 (target >= 3x; CPU time '
+              '%.2fx), labels equal %.3f%% (target >= 99.9%%)'
+              % (median_wall(times, 'bf16'), paired_ratio(times, 'today', 'bf16'),
+                 paired_ratio(times, 'today', 'bf16', 'cpu'), 100 * labels_equal))
 
 
 if __name__ == '__main__':
