@@ -130,13 +130,13 @@ def main():
         model.zero_grad()
         _, terms = forward_terms(model, pack, clip, bank, cfg, cpu, amp=False)
         terms['loss'].backward()
-        return terms['loss']
+        return terms['loss'].item()
 
     def looped_step():
         model.zero_grad()
         loss = looped_losses(model(img), img, label, names, clip, bank, cfg)
         loss.backward()
-        return loss
+        return loss.item()
 
     load_before = os.getloadavg()[0]
     runs = interleaved({
@@ -144,7 +144,7 @@ def main():
                                                      cfg)['loss'],
         'objective loop': lambda: looped_losses(x, img, label, names, clip, bank, cfg),
         'step batched': batched_step, 'step loop': looped_step}, a.repeats)
-    batched, looped = float(runs['step batched']['out']), float(runs['step loop']['out'])
+    batched, looped = runs['step batched']['out'], runs['step loop']['out']
     print('batch %d of %dx%d, %d instances, tiny CLIP %dx%d, %d threads, medians of %d '
           'interleaved rounds; load average %.1f before, %.1f after'
           % (a.batch, a.size, a.size, int(label.sum()), cfg.clip_input_size,
