@@ -6,11 +6,15 @@ Same tiny models for both (the CLIMS ResNet-50 and a tiny random CLIP with
 mask embeddings, 64x64 input), same batch and text features. The loop
 version handles one (image, class) instance at a time, as the reference
 does (resize, FAT, two CLIP encodings of batch 1, the two InfoNCE terms).
-Prints the time of the objective alone and of the whole step (forward +
-objective + backward) for both, their ratios, and the loss difference.
+The batched step is the stage's own ``step.train_qa_clims.forward_terms``
+(network forward + objective) and its backward. The four measurements run
+interleaved, one of each per round, so that the load of a shared machine
+hits them alike; printed are the medians of the wall and process-CPU times,
+the medians of the per-round ratios, and the loss difference.
 """
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -25,6 +29,7 @@ from net.clip_models import load_clip  # noqa: E402
 from net.losses import foreground_adaptive_threshold, info_nce_bg, info_nce_fg  # noqa: E402
 from net.resnet50_clims import CLIMS  # noqa: E402
 from net.rtc_objective import ObjectiveConfig, qa_clims_losses  # noqa: E402
+from step.train_qa_clims import forward_terms  # noqa: E402
 from tools.make_tiny_clip import write_tiny_clip  # noqa: E402
 from vqa.text_bank import TextBank  # noqa: E402
 
@@ -60,12 +65,38 @@ def looped_losses(x, img, label, names, clip, bank, cfg):
     return cfg.hyper[0] * l_frc + cfg.hyper[1] * l_brc + cfg.hyper[2] * x.mean()
 
 
-def timed(fn, repeats):
-    fn()
-    start = time.perf_counter()
+def timed(fn):
+    """(wall seconds, process CPU seconds, result) of one call."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    out = fn()
+    return time.perf_counter() - wall, time.process_time() - cpu, out
+
+
+def interleaved(fns, repeats):
+    """Each function once per round, ``repeats`` rounds after a warm-up round:
+    {name: {'wall': [s], 'cpu': [s], 'out': last result}}."""
+    for fn in fns.values():
+        fn()
+    runs = {name: {'wall': [], 'cpu': []} for name in fns}
     for _ in range(repeats):
-        out = fn()
-    return (time.perf_counter() - start) / repeats, out
+        for name, fn in fns.items():
+            wall, cpu, runs[name]['out'] = timed(fn)
+            runs[name]['wall'].append(wall)
+            runs[name]['cpu'].append(cpu)
+    return runs
+
+
+def paired_ratio(slow, fast):
+    """Median over rounds of slow / fast (each round measured side by side)."""
+    return statistics.median(s / f for s, f in zip(slow, fast))
+
+
+def row(name, batched, looped):
+    cells = []
+    for clock in ('wall', 'cpu'):
+        cells += [statistics.median(batched[clock]), statistics.median(looped[clock]),
+                  paired_ratio(looped[clock], batched[clock])]
+    return '| %s | %.4f | %.4f | %.2fx | %.4f | %.4f | %.2fx |' % tuple([name] + cells)
 
 
 def main():
@@ -88,34 +119,45 @@ def main():
     for n in range(a.batch):
         label[n, torch.randperm(n_classes, generator=gen)[:a.labels_per_image]] = 1
     names = ['img%d' % n for n in range(a.batch)]
+    pack = {'img': img, 'label': label, 'name': names}
     bank = random_bank(names, label, 32, gen)
     cfg = ObjectiveConfig(clip_input_size=clip.input_resolution)
+    cpu = torch.device('cpu')
     with torch.no_grad():
         x = model(img)
-    t_batched, batched = timed(lambda: qa_clims_losses(x, img, label, names, clip, bank,
-                                                       cfg)['loss'], a.repeats)
-    t_loop, looped = timed(lambda: looped_losses(x, img, label, names, clip, bank, cfg),
-                           a.repeats)
 
-    def step(objective):
+    def batched_step():
         model.zero_grad()
-        out = model(img)
-        objective(out).backward()
+        _, terms = forward_terms(model, pack, clip, bank, cfg, cpu, amp=False)
+        terms['loss'].backward()
+        return terms['loss'].item()
 
-    s_batched, _ = timed(lambda: step(lambda out: qa_clims_losses(
-        out, img, label, names, clip, bank, cfg)['loss']), a.repeats)
-    s_loop, _ = timed(lambda: step(lambda out: looped_losses(
-        out, img, label, names, clip, bank, cfg)), a.repeats)
-    n_inst = int(label.sum())
-    print('batch %d of %dx%d, %d instances, tiny CLIP %dx%d, %d threads, mean of %d runs'
-          % (a.batch, a.size, a.size, n_inst, cfg.clip_input_size, cfg.clip_input_size,
-             a.threads, a.repeats))
-    print('| | batched (s) | per-instance loop (s) | ratio |')
-    print('|---|---|---|---|')
-    print('| objective (forward) | %.4f | %.4f | %.1fx |' % (t_batched, t_loop, t_loop / t_batched))
-    print('| whole step (fwd + bwd) | %.4f | %.4f | %.2fx |' % (s_batched, s_loop, s_loop / s_batched))
-    print('loss batched %.6f, loop %.6f, abs diff %.2e'
-          % (float(batched), float(looped), abs(float(batched) - float(looped))))
+    def looped_step():
+        model.zero_grad()
+        loss = looped_losses(model(img), img, label, names, clip, bank, cfg)
+        loss.backward()
+        return loss.item()
+
+    load_before = os.getloadavg()[0]
+    runs = interleaved({
+        'objective batched': lambda: qa_clims_losses(x, img, label, names, clip, bank,
+                                                     cfg)['loss'],
+        'objective loop': lambda: looped_losses(x, img, label, names, clip, bank, cfg),
+        'step batched': batched_step, 'step loop': looped_step}, a.repeats)
+    batched, looped = runs['step batched']['out'], runs['step loop']['out']
+    print('batch %d of %dx%d, %d instances, tiny CLIP %dx%d, %d threads, medians of %d '
+          'interleaved rounds; load average %.1f before, %.1f after'
+          % (a.batch, a.size, a.size, int(label.sum()), cfg.clip_input_size,
+             cfg.clip_input_size, a.threads, a.repeats, load_before, os.getloadavg()[0]))
+    print('| | batched (s) | per-instance loop (s) | ratio | batched CPU (s) | loop CPU (s) '
+          '| CPU ratio |')
+    print('|---|---|---|---|---|---|---|')
+    print(row('objective (forward)', runs['objective batched'], runs['objective loop']))
+    print(row('whole step (fwd + bwd)', runs['step batched'], runs['step loop']))
+    print('QA-CLIMS step vs per-instance loop: %.2fx (target >= 1.3x), loss batched %.6f, '
+          'loop %.6f, abs diff %.2e'
+          % (paired_ratio(runs['step loop']['wall'], runs['step batched']['wall']), batched, looped,
+             abs(batched - looped)))
 
 
 if __name__ == '__main__':

@@ -18,7 +18,9 @@ state dicts of the ResNet-50 family). The networks built around it:
   ``stage_channels``, five maps at strides 4, 4, 8, 16, 16 (a backbone
   without them, ``stage_channels = None``, has no IRNet);
 * ``load_imagenet_weights(path)``: the ImageNet initialisation of
-  ``--imagenet_weights`` (train_cam, train_irn).
+  ``--imagenet_weights`` (train_cam, train_irn);
+* ``inference_form()`` (optional): what make_cam and make_clims run in place
+  of ``forward`` (:class:`net.resnet50_cam.InferenceCAM`).
 """
 import abc
 
@@ -61,3 +63,9 @@ class CamBackbone(nn.Module, metaclass=abc.ABCMeta):
     @abc.abstractmethod
     def load_imagenet_weights(self, path):
         """Initialise from an ImageNet weights file; an error naming the file if it does not fit."""
+
+    def inference_form(self):
+        """A module computing ``forward`` of this backbone in eval mode, the same features
+        within float32 rounding, for CAM inference; by default the backbone itself.
+        A backbone can return a faster equivalent (ResNet-50: BatchNorm folded)."""
+        return self

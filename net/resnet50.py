@@ -94,6 +94,12 @@ class ResNet50(CamBackbone, torchvision.models.ResNet):
             outputs.append(layer(outputs[-1]))
         return outputs
 
+    def inference_form(self):
+        """BatchNorm folded into the convolutions, channels-last, fused oneDNN kernels on CPU
+        (:class:`net.folded_resnet.FoldedResNet`); the model must be in eval mode."""
+        from net.folded_resnet import FoldedResNet
+        return FoldedResNet(self)
+
     def load_imagenet_weights(self, path):
         """Load torchvision ImageNet ResNet-50 weights (``resnet50-*.pth``) from a file.
 

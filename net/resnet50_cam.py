@@ -99,6 +99,31 @@ def flip_fused_cam(model, pair):
     return x[0] + x[1].flip(-1)
 
 
+class InferenceCAM(nn.Module):
+    """What make_cam and make_clims run: ``forward([img, flip(img)])`` of a ``CAM``
+    network (baseline or QA-CLIMS, in eval mode) with its backbone's
+    :meth:`~net.backbone.CamBackbone.inference_form` (ResNet-50: BatchNorm
+    folded, channels-last, fused CPU kernels), the same maps within float32
+    rounding. Its ``stride`` is the network's."""
+
+    def __init__(self, cam_model):
+        super().__init__()
+        if cam_model.training:
+            raise ValueError('InferenceCAM runs the network in eval mode: build it from a '
+                             'model in eval mode (model.eval())')
+        self.features = cam_model.backbone.inference_form()
+        self.register_buffer('classifier_weight', cam_model.classifier.weight.detach())
+        self.stride = cam_model.stride
+        self.eval()
+
+    def cam(self, x):
+        """Raw maps relu(conv(features, W)) of a batch [N, 3, H, W]."""
+        return F.relu(F.conv2d(self.features(x), self.classifier_weight))
+
+    def forward(self, pair):
+        return flip_fused_cam(self, pair).contiguous()
+
+
 class CAM(Net):
     """Inference wrapper: forward([img, flip(img)]) -> [n_classes, h, w]."""
 

@@ -56,17 +56,19 @@ def encode_views(clip_model, cam, img_s, mask, use_mask_clip):
     """Image features of the FG view (cam * img) and the BG view ((1 - cam) * img).
 
     The mask-adapted CLIP gets the binary masks M and 1 - M as mask prompts;
-    plain CLIP gets the views multiplied by them.
+    plain CLIP gets the views multiplied by them. The FG and BG views of all
+    instances go through the image encoder as one batch (CLIP encodes each
+    image on its own: the features equal those of two calls up to float32
+    rounding); the gradient reaches cam through both views.
     """
-    fg, bg = cam * img_s, (1 - cam) * img_s
+    views = torch.cat([cam * img_s, (1 - cam) * img_s])
+    prompts = torch.cat([mask, 1 - mask])
     dtype = next(clip_model.parameters()).dtype
     if use_mask_clip:
-        v = clip_model.encode_image(fg.to(dtype), mask.to(dtype))
-        u = clip_model.encode_image(bg.to(dtype), (1 - mask).to(dtype))
+        features = clip_model.encode_image(views.to(dtype), prompts.to(dtype))
     else:
-        v = clip_model.encode_image((fg * mask).to(dtype))
-        u = clip_model.encode_image((bg * (1 - mask)).to(dtype))
-    return v.float(), u.float()
+        features = clip_model.encode_image((views * prompts).to(dtype))
+    return features.float().split(len(cam))
 
 
 def qa_clims_losses(x, img, label, image_ids, clip_model, text_bank, cfg):

@@ -17,7 +17,7 @@ from coco14 import protocol
 from data import build_source
 from data.loaders import MultiScaleDataset
 from misc import dist, provenance
-from misc.cam import fuse_multiscale, present_class_cams
+from misc.cam import present_class_cams
 from misc.io import save_npz
 from misc.logutil import get_logger
 from misc.paths import cam_out_dir, cam_weights_path
@@ -25,14 +25,29 @@ from misc.stage import pending_shard, prepare
 from misc.training import autocast_context
 from net.checkpoint import load_weights
 from net.registry import cam_network
+from net.resnet50_cam import InferenceCAM
 
 
 def image_cams(model, pack, device):
     """keys, strided cam and high-res cam of one MultiScaleDataset item."""
     size = (int(pack['size'][0]), int(pack['size'][1]))
     outputs = [model(img[0].to(device, non_blocking=True)).float().cpu() for img in pack['img']]
-    strided, high_res = fuse_multiscale(outputs, size, model.stride)
-    return present_class_cams(strided, high_res, pack['label'][0])
+    return present_class_cams(outputs, size, pack['label'][0], model.stride)
+
+
+def cpu_has_bf16_kernels():
+    """True when oneDNN runs bf16 convolutions natively on this CPU (AVX512-BF16, AMX)."""
+    probe = getattr(torch.ops.mkldnn, '_is_mkldnn_bf16_supported', None)
+    return probe is not None and bool(probe())
+
+
+def warn_if_bf16_is_emulated(device, amp):
+    """bf16 autocast on a CPU without bf16 kernels runs emulated convolutions, slower
+    than float32: say so."""
+    if amp and device.type == 'cpu' and not cpu_has_bf16_kernels():
+        get_logger().warning('WARNING: --amp True on a CPU without bf16 instructions: bf16 '
+                             'convolutions are emulated and slower than float32 here; '
+                             'pass --amp False')
 
 
 def cams_record(args, stage, weights_flag, weights_path):
@@ -51,12 +66,13 @@ def write_cams(args, model, out_dir, desc, record):
     todo, shard = pending_shard(ids, out_dir, '.npz')
     log.info('%s: %d images, %d already done, %d in this process -> %s',
              desc, len(ids), len(ids) - len(todo), len(shard), out_dir)
-    model.to(device).eval()
+    warn_if_bf16_is_emulated(device, args.amp)
+    network = InferenceCAM(model.eval()).to(device)
     loader = DataLoader(MultiScaleDataset(source, shard, args.cam_scales), batch_size=1,
                         shuffle=False, num_workers=args.num_workers)
-    with torch.no_grad(), autocast_context(device, args.amp):
+    with torch.inference_mode(), autocast_context(device, args.amp):
         for pack in tqdm(loader, desc=desc, disable=not dist.is_main_process(), dynamic_ncols=True):
-            keys, cam, high_res = image_cams(model, pack, device)
+            keys, cam, high_res = image_cams(network, pack, device)
             save_npz(os.path.join(out_dir, pack['name'][0] + '.npz'),
                      keys=keys, cam=cam, high_res=high_res)
     dist.barrier()

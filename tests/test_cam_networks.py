@@ -11,7 +11,7 @@ from torch import nn
 import run_sample
 from conftest import VOC_MINI
 from data.loaders import multiscale_inputs
-from misc.cam import fuse_multiscale, present_class_cams
+from misc.cam import present_class_cams
 from misc.io import load_npz
 from net.backbone import CamBackbone
 from net.checkpoint import load_weights, read_state_dict
@@ -75,8 +75,8 @@ def expected_cams(model, source, image_id):
     img = source.read_image(image_id)
     with torch.no_grad():
         outputs = [model(pair) for pair in multiscale_inputs(img, SCALES)]
-    strided, high_res = fuse_multiscale(outputs, img.shape[:2], TwoStageNet.stride)
-    return present_class_cams(strided, high_res, torch.from_numpy(source.image_labels(image_id)))
+    return present_class_cams(outputs, img.shape[:2],
+                              torch.from_numpy(source.image_labels(image_id)), TwoStageNet.stride)
 
 
 def test_a_registered_backbone_trains_and_makes_cams_through_the_steps(tmp_path, registered):

@@ -20,10 +20,11 @@ import run_sample
 import step.cam_to_ir_label
 import step.make_sem_seg_labels
 from conftest import VOC_MINI, reference_ids
-from misc.cam import normalize_cams, present_class_cams
+from misc.cam import fuse_multiscale, normalize_cams, present_class_cams
 from misc.io import save_npz
 from misc.metrics import (ThresholdSweep, cam_to_label, confusion_matrix, iou_from_confusion,
                           mean_iou)
+from net.registry import RESNET50
 from voc12.devkit import VOC12
 
 SWEEP = [i / 100 for i in range(5, 60)]       # the reference --eval_cam_best thresholds
@@ -57,20 +58,23 @@ def test_normalisation_of_tiny_peaks_and_an_all_zero_map():
 
 
 def test_present_class_cams_normalise_each_kept_map_exactly():
-    """make_cam's selection + normalisation: strided and high-res maps, classes of the label."""
+    """make_cam's selection + normalisation: the tagged classes' maps, taken before the
+    fusion, equal those of fusing every class; each is divided by its own max + 1e-5."""
     maps = tiny_peak_maps()
     n_classes, kept = 6, [1, 2, 4, 5]
     label = torch.zeros(n_classes)
     label[kept] = 1
-    strided = torch.full((n_classes, 5, 7), 50.0)       # absent classes: large, must not matter
-    strided[kept] = torch.from_numpy(maps)
-    high_res = torch.full((n_classes, 7, 5), 50.0)
-    high_res[kept] = torch.from_numpy(maps[::-1].transpose(0, 2, 1).copy())
-    keys, cam, hr = present_class_cams(strided, high_res, label)
+    outputs = torch.full((n_classes,) + maps.shape[1:], 50.0)   # absent classes: large
+    outputs[kept] = torch.from_numpy(maps)
+    size = (4 * maps.shape[1], 4 * maps.shape[2])                 # outputs at the stride-4 size
+    keys, cam, hr = present_class_cams([outputs], size, label, RESNET50.stride)
     np.testing.assert_array_equal(keys, kept)
     np.testing.assert_array_equal(cam, authors_normalisation(maps))
+    np.testing.assert_allclose(cam.max(axis=(1, 2)), PEAKS_AFTER_NORMALISATION, rtol=1e-6)
+    _, high_res = fuse_multiscale([outputs], size, RESNET50.stride)
+    assert hr.shape == (len(kept),) + size
     np.testing.assert_array_equal(hr, authors_normalisation(high_res[kept].numpy()))
-    np.testing.assert_allclose(hr.max(axis=(1, 2)), PEAKS_AFTER_NORMALISATION[::-1], rtol=1e-6)
+    assert not hr[2].any()
 
 
 # ------------------------------------------------------------ threshold ties
