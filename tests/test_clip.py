@@ -1,4 +1,7 @@
 """CLIP and mask-adapted CLIP on open_clip against the reference fixtures (maskclip.npz)."""
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -66,28 +69,43 @@ def test_ovseg_checkpoint_layout(tmp_path, tiny_clip):
     assert torch.equal(loaded.mask_embedding, tiny_clip.mask_embedding)
 
 
+TORCHSCRIPT_WRITER = """
+import sys
+import torch
+state = torch.load(sys.argv[1], weights_only=True)
+state = {k: v for k, v in state.items() if k != 'visual.mask_embedding'}
+
+class Holder(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        for key, value in state.items():
+            module = self
+            *parents, leaf = key.split('.')
+            for part in parents:
+                if not hasattr(module, part):
+                    module.add_module(part, torch.nn.Module())
+                module = getattr(module, part)
+            module.register_buffer(leaf, value.clone())
+
+    def forward(self, x):
+        return x
+
+torch.jit.save(torch.jit.script(Holder()), sys.argv[2])
+"""
+
+
 def test_openai_torchscript_archive(tmp_path, tiny_clip, ref):
-    """OpenAI ships TorchScript archives; their state_dict holds the weights."""
+    """OpenAI ships TorchScript archives; their state_dict holds the weights.
+
+    The archive is written by a fresh interpreter: TorchScript scripting keeps
+    process-wide state, and inside a long test worker ``torch.jit.save`` once
+    aborted the whole process (CI of 9f24459).
+    """
+    path, writer = tmp_path / 'ViT-L-14.pt', tmp_path / 'write_archive.py'
+    writer.write_text(TORCHSCRIPT_WRITER)  # scripting reads the class's source from a file
+    subprocess.run([sys.executable, str(writer), str(TINY), str(path)], check=True)
     state = torch.load(TINY, weights_only=True)
     state = {k: v for k, v in state.items() if k != 'visual.mask_embedding'}
-
-    class Holder(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            for key, value in state.items():
-                module = self
-                *parents, leaf = key.split('.')
-                for part in parents:
-                    if not hasattr(module, part):
-                        module.add_module(part, torch.nn.Module())
-                    module = getattr(module, part)
-                module.register_buffer(leaf, value.clone())
-
-        def forward(self, x):
-            return x
-
-    path = tmp_path / 'ViT-L-14.pt'
-    torch.jit.save(torch.jit.script(Holder()), str(path))
     read = read_clip_state_dict(str(path))
     assert set(read) == set(state)
     assert all(torch.equal(read[k], state[k]) for k in state)
