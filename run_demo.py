@@ -17,8 +17,8 @@ import torch
 
 from data import build_source
 from misc.logutil import get_logger
-from misc.paths import cam_out_dir
-from misc.report import comparison_table
+from pipeline.paths import cam_out_dir
+from pipeline.report import comparison_table
 from run_sample import build_parser, run_stages
 from tools.gen_text_feats_cache import main as gen_text_feats_cache
 from tools.make_demo_voc import generate_demo_voc

@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 
 from misc import imutils
 from misc.io import read_label_png
-from misc.path_index import affinity_labels
+from wsss.path_index import affinity_labels
 
 
 def check_listed_images(source, ids, list_name):

@@ -16,13 +16,14 @@ import numpy as np
 from tqdm import tqdm
 
 from coco14 import protocol
-from misc import dist, provenance
-from misc.cam import CamFiles
-from misc.crf import crf_inference_label
+from misc import dist
 from misc.io import save_png
 from misc.logutil import get_logger
-from misc.paths import in_work_space
-from misc.stage import pending_shard, prepare
+from pipeline import provenance
+from pipeline.paths import in_work_space
+from pipeline.stage import pending_shard, prepare
+from wsss.cam import CamFiles
+from wsss.crf import crf_inference_label
 
 
 def confident_label(img, high_res, keys, fg_thres, bg_thres):

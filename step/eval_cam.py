@@ -6,7 +6,7 @@ at the threshold, argmax, confusion against the GT (void ignored), IoU per
 class and mIoU (nanmean). With ``--eval_cam_best True`` every threshold of
 the reference sweep (VOC: 0.05, 0.06, ..., 0.59; COCO under
 ``--coco_protocol reference``: 0.10, 0.12, ..., 0.58) is scored in ONE pass
-over the CAM files (:class:`misc.metrics.ThresholdSweep`), and both the best
+over the CAM files (:class:`wsss.metrics.ThresholdSweep`), and both the best
 threshold and the one the reference's early-stopping loop reports are
 recorded. On COCO the reference protocol scores the first 9,999 images of
 the split (:mod:`coco14.protocol`). The authors' ``.npy`` CAMs are read with
@@ -21,14 +21,14 @@ from tqdm import tqdm
 
 from coco14 import protocol
 from data import build_source
-from misc import provenance
-from misc.cam import CamFiles
 from misc.io import save_json
 from misc.logutil import get_logger
-from misc.metrics import ThresholdSweep, among_predfg_bg, original_early_stop_best
-from misc.paths import cam_out_dir
-from misc.report import iou_table
-from misc.stage import ids_to_score
+from pipeline import provenance
+from pipeline.paths import cam_out_dir
+from pipeline.report import iou_table
+from pipeline.stage import ids_to_score
+from wsss.cam import CamFiles
+from wsss.metrics import ThresholdSweep, among_predfg_bg, original_early_stop_best
 
 SWEEP_THRESHOLDS = tuple(i / 100.0 for i in range(5, 60))
 

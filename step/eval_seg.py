@@ -9,7 +9,7 @@ per image and atomically (``<seg_out_dir>/`` without CRF, ``<seg_out_dir>_crf/``
 with it, ``<seg_out_dir>_color/`` the final one in the dataset's palette), so a
 killed run resumes where it stopped (predictions made with other weights or
 inference settings, recorded in ``<seg_out_dir>.provenance.json``, are
-removed and redone; :mod:`misc.provenance`); under torchrun every process predicts its
+removed and redone; :mod:`pipeline.provenance`); under torchrun every process predicts its
 own share of the images and the confusion matrices are summed over processes.
 ``work_space/eval_seg.json`` holds mIoU and per-class IoU (and the CRF
 variant). With ``--seg_submission True`` the final predictions are also written
@@ -23,17 +23,18 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from misc import dist, imutils, provenance
-from misc.crf import crf_inference_prob
+from misc import dist, imutils
 from misc.io import atomic_write, read_label_png, remove_partial_files, save_json, save_png
 from misc.logutil import get_logger
-from misc.metrics import confusion_matrix, iou_from_confusion, mean_iou
-from misc.paths import in_work_space
-from misc.report import comparison_table
-from misc.stage import ids_to_score, pending_shard, prepare
-from misc.training import autocast_context
 from net.checkpoint import load_weights, read_weights_metadata
 from net.deeplab import ARCHITECTURES
+from pipeline import provenance
+from pipeline.paths import in_work_space
+from pipeline.report import comparison_table
+from pipeline.stage import ids_to_score, pending_shard, prepare
+from pipeline.training import autocast_context
+from wsss.crf import crf_inference_prob
+from wsss.metrics import confusion_matrix, iou_from_confusion, mean_iou
 
 SUBMISSION_DIR = os.path.join('results', 'VOC2012', 'Segmentation', 'comp6_test_cls')
 

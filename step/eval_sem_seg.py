@@ -19,13 +19,13 @@ from tqdm import tqdm
 
 from coco14 import protocol
 from data import build_source
-from misc import provenance
 from misc.io import read_label_png, save_json
 from misc.logutil import get_logger
-from misc.metrics import confusion_matrix, fp_fn_rates, mean_iou
-from misc.paths import in_work_space
-from misc.report import iou_table
-from misc.stage import ids_to_score
+from pipeline import provenance
+from pipeline.paths import in_work_space
+from pipeline.report import iou_table
+from pipeline.stage import ids_to_score
+from wsss.metrics import confusion_matrix, fp_fn_rates, mean_iou
 
 
 def read_prediction(path, shape):

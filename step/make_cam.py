@@ -16,16 +16,17 @@ from tqdm import tqdm
 from coco14 import protocol
 from data import build_source
 from data.loaders import MultiScaleDataset
-from misc import dist, provenance
-from misc.cam import present_class_cams
+from misc import dist
 from misc.io import save_npz
 from misc.logutil import get_logger
-from misc.paths import cam_out_dir, cam_weights_path
-from misc.stage import pending_shard, prepare
-from misc.training import autocast_context
 from net.checkpoint import load_weights
 from net.registry import cam_network
 from net.resnet50_cam import InferenceCAM
+from pipeline import provenance
+from pipeline.paths import cam_out_dir, cam_weights_path
+from pipeline.stage import pending_shard, prepare
+from pipeline.training import autocast_context
+from wsss.cam import present_class_cams
 
 
 def image_cams(model, pack, device):

@@ -1,9 +1,9 @@
 """Multi-scale + flip CAMs of the QA-CLIMS network (docs/method.md#multi-scale-cams); same
 outputs as :mod:`step.make_cam`, from ``--clims_weights_name``."""
 from data import build_source
-from misc.paths import cam_out_dir, clims_weights_path
 from net.checkpoint import load_weights
 from net.registry import cam_network
+from pipeline.paths import cam_out_dir, clims_weights_path
 from step.make_cam import cams_record, write_cams
 
 

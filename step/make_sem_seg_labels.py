@@ -1,7 +1,7 @@
 """Pseudo masks by IRNet's random walk (docs/method.md#random-walk).
 
 Per image: the boundary map of the image and its flip, the stride-4 CAMs
-propagated with the sparse transition matrix (:mod:`misc.random_walk`),
+propagated with the sparse transition matrix (:mod:`wsss.random_walk`),
 upsampled x4, divided by their GLOBAL max, background padded at
 ``--sem_seg_bg_thres``, argmax -> class ids. Reference behaviour kept: an
 image whose CAMs are all zero gives 0/0 = NaN and the argmax labels it with
@@ -21,16 +21,17 @@ from tqdm import tqdm
 
 from coco14 import protocol
 from data.loaders import MultiScaleDataset
-from misc import dist, provenance
-from misc.cam import CamFiles
+from misc import dist
 from misc.io import save_png
 from misc.logutil import get_logger
-from misc.paths import in_work_space
-from misc.random_walk import propagate_to_edge
-from misc.stage import pending_shard, prepare
 from net.checkpoint import load_weights
 from net.registry import cam_network
 from net.resnet50_irn import edge_map
+from pipeline import provenance
+from pipeline.paths import in_work_space
+from pipeline.stage import pending_shard, prepare
+from wsss.cam import CamFiles
+from wsss.random_walk import propagate_to_edge
 
 
 def random_walk_scores(cams, edge, size, beta, exp_times, bg_thres):

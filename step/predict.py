@@ -34,11 +34,11 @@ from misc import dist
 from misc.io import load_json, read_label_png, read_rgb, save_json, save_png
 from misc.logutil import get_logger
 from misc.palette import color_map
-from misc.provenance import file_sha256
-from misc.paths import in_work_space
-from misc.stage import pending_shard
 from net.checkpoint import load_weights, read_weights_metadata
 from net.deeplab import ARCHITECTURES
+from pipeline.paths import in_work_space
+from pipeline.provenance import file_sha256
+from pipeline.stage import pending_shard
 from step.eval_seg import multiscale_probs, predictions
 
 OUTPUT_DIRS = ('masks', 'color', 'overlay')

@@ -17,15 +17,16 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from data.loaders import ClassificationDataset
-from misc import dist, provenance
+from misc import dist
 from misc.logutil import get_logger
-from misc.paths import cam_weights_path, train_state_path
-from misc.stage import prepare
 from misc.torchutils import reference_poly_sgd
-from misc.training import (autocast_context, checkpoint_epoch, epoch_loader, load_train_state,
-                            per_rank_batch, write_final_weights)
 from net.registry import cam_network
 from net.resnet50 import estimate_batchnorm_statistics
+from pipeline import provenance
+from pipeline.paths import cam_weights_path, train_state_path
+from pipeline.stage import prepare
+from pipeline.training import (autocast_context, checkpoint_epoch, epoch_loader, load_train_state,
+                            per_rank_batch, write_final_weights)
 
 
 def build_training(args, n_classes, max_step, device):

@@ -19,17 +19,18 @@ from tqdm import tqdm
 
 from coco14 import protocol
 from data.loaders import AffinityDataset, ClassificationDataset
-from misc import dist, provenance
+from misc import dist
 from misc.logutil import get_logger
-from misc.path_index import PathIndex
-from misc.paths import in_work_space, train_state_path
-from misc.stage import prepare
 from misc.torchutils import reference_poly_sgd
-from misc.training import (autocast_context, checkpoint_epoch, epoch_loader, load_train_state,
-                           per_rank_batch, write_final_weights)
 from net.checkpoint import load_backbone
 from net.registry import cam_network
 from net.resnet50_irn import IRNetLoss, irn_total_loss
+from pipeline import provenance
+from pipeline.paths import in_work_space, train_state_path
+from pipeline.stage import prepare
+from pipeline.training import (autocast_context, checkpoint_epoch, epoch_loader, load_train_state,
+                           per_rank_batch, write_final_weights)
+from wsss.path_index import PathIndex
 
 
 def build_path_index(args):

@@ -17,17 +17,18 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from data.loaders import ClassificationDataset
-from misc import dist, provenance
+from misc import dist
 from misc.logutil import get_logger
-from misc.paths import cam_weights_path, clims_weights_path, in_work_space, train_state_path
-from misc.stage import prepare
 from misc.torchutils import reference_poly_sgd
-from misc.training import autocast_context, checkpoint_epoch, epoch_loader, load_train_state, \
-    per_rank_batch, tensorboard_writer, write_final_weights
 from net.checkpoint import load_weights
 from net.clip_models import load_clip, read_clip_state_dict, resolve_clip_file, weights_checksum
 from net.registry import cam_network
 from net.rtc_objective import ObjectiveConfig, contrastive_scale, qa_clims_losses
+from pipeline import provenance
+from pipeline.paths import cam_weights_path, clims_weights_path, in_work_space, train_state_path
+from pipeline.stage import prepare
+from pipeline.training import autocast_context, checkpoint_epoch, epoch_loader, load_train_state, \
+    per_rank_batch, tensorboard_writer, write_final_weights
 from vqa.results import load_results
 from vqa.text_bank import build_text_bank, require_vqa_entries, training_pairs
 from vqa.text_features import TextFeatureCache

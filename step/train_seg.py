@@ -28,15 +28,16 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from data.loaders import SegmentationTrainDataset
-from misc import dist, provenance
+from misc import dist
 from misc.logutil import get_logger
-from misc.paths import in_work_space, train_state_path
-from misc.stage import prepare
 from misc.torchutils import stepwise_poly_lr_lambda
-from misc.training import autocast_context, checkpoint_epoch, epoch_loader, load_train_state, \
-    per_rank_batch, tensorboard_writer, write_final_weights
 from net.deeplab import build_segmentation_model, segmentation_loss
 from net.resnet50 import FixedBatchNorm, estimate_batchnorm_statistics
+from pipeline import provenance
+from pipeline.paths import in_work_space, train_state_path
+from pipeline.stage import prepare
+from pipeline.training import autocast_context, checkpoint_epoch, epoch_loader, load_train_state, \
+    per_rank_batch, tensorboard_writer, write_final_weights
 
 
 def label_dir(args):

@@ -23,8 +23,8 @@ from tqdm import tqdm
 from misc import dist
 from misc.io import atomic_write, load_json, save_json
 from misc.logutil import get_logger
-from misc.paths import in_work_space
-from misc.stage import pending_shard, prepare
+from pipeline.paths import in_work_space
+from pipeline.stage import pending_shard, prepare
 from vqa.blip import BlipVQA
 from vqa.lemmatize import make_lemmatizer
 from vqa.results import BG_QUESTIONS, FG_QUESTIONS, validate_results

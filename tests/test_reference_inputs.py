@@ -10,19 +10,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import run_sample
 from coco14 import protocol
 from coco14.dataset import COCO14, image_number
 from conftest import REF, VOC_MINI
-from misc.cam import CamFiles
 from misc.io import save_npz, save_png
-from misc.metrics import cam_to_label, confusion_matrix, iou_from_confusion, mean_iou, \
-    original_early_stop_best
 from net.checkpoint import save_weights
 from net.resnet50_cam import CAM
+import run_sample
 from step.eval_cam import sweep_summary, sweep_thresholds
 from tools.export_cams_npy import export_cams
 from tools.make_demo_coco import generate_demo_coco
+from wsss.cam import CamFiles
+from wsss.metrics import cam_to_label, confusion_matrix, iou_from_confusion, mean_iou, \
+    original_early_stop_best
 
 EVAL_CAM_REF = json.loads((REF / 'eval_cam.json').read_text())
 EVAL_SEM_SEG_REF = json.loads((REF / 'eval_sem_seg.json').read_text())

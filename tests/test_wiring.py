@@ -21,19 +21,19 @@ import torch.nn.functional as F
 from PIL import Image
 from pydensecrf.utils import unary_from_softmax
 
-import run_sample
 from conftest import REF, VOC_MINI
 from data.loaders import AffinityDataset, ClassificationDataset, SegmentationTrainDataset
 from misc import imutils
-from misc.cam import present_class_cams
-from misc.crf import crf_inference_prob
-from misc.path_index import PathIndex
 from misc.torchutils import reference_poly_sgd
-from misc.training import epoch_loader
 from net.registry import RESNET50
 from net.resnet50_clims import CLIMS
+from pipeline.training import epoch_loader
 from reference_step import reference_args
+import run_sample
 from step import train_cam, train_irn, train_qa_clims, train_seg
+from wsss.cam import present_class_cams
+from wsss.crf import crf_inference_prob
+from wsss.path_index import PathIndex
 from test_augment_alignment import PositionCodedSource, block_label_map, position_coded_image
 from voc12.devkit import VOC12
 

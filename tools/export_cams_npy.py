@@ -20,8 +20,8 @@ from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from misc.cam import CamFiles  # noqa: E402
 from misc.io import atomic_write  # noqa: E402
+from wsss.cam import CamFiles  # noqa: E402
 
 
 def reference_cam_dict(cams):

@@ -4,8 +4,8 @@ import os
 import numpy as np
 
 from misc.io import load_npz, read_label_png, save_png
-from misc.metrics import cam_to_label
 from misc.palette import color_map
+from wsss.metrics import cam_to_label
 
 
 def jet(values):

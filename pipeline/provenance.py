@@ -105,7 +105,7 @@ def folder_record(folder):
 
 
 def cams_record(cam_files):
-    """The record of the CAMs a stage reads (:class:`misc.cam.CamFiles`); the authors'
+    """The record of the CAMs a stage reads (:class:`wsss.cam.CamFiles`); the authors'
     imported ``.npy`` CAMs have none."""
     return None if cam_files.import_reference else folder_record(cam_files.folder)
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from misc.imutils import strided_size, strided_up_size
 from misc.io import load_npz
-from misc.paths import cam_out_dir
+from pipeline.paths import cam_out_dir
 
 CAM_STRIDE = 4
 CAM_SUFFIX = '.npz'
