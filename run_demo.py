@@ -15,10 +15,10 @@ import time
 
 import torch
 
-from data import build_source
 from misc.logutil import get_logger
-from pipeline.paths import cam_out_dir
+from pipeline.paths import in_work_space
 from pipeline.report import comparison_table
+from pipeline.stage import build_source
 from run_sample import build_parser, run_stages
 from tools.gen_text_feats_cache import main as gen_text_feats_cache
 from tools.make_demo_voc import generate_demo_voc
@@ -91,7 +91,7 @@ def report(source, args, baseline, results, voc_root, panels):
              'predictions %s (+ _color)\n  evaluations    %s, %s, %s\n'
              '  log            %s\n  panels         %s',
              voc_root, os.path.join(ws, args.cam_weights_name),
-             os.path.join(ws, args.clims_weights_name), cam_out_dir(args),
+             os.path.join(ws, args.clims_weights_name), in_work_space(ws, args.cam_out_dir),
              os.path.join(ws, args.irn_weights_name), os.path.join(ws, args.sem_seg_out_dir),
              os.path.join(ws, args.seg_weights_name), os.path.join(ws, args.seg_out_dir),
              os.path.join(ws, 'eval_cam.json'), os.path.join(ws, 'eval_sem_seg.json'),
@@ -127,7 +127,8 @@ def main(argv=None):
     text_feature_caches(args)
     results = run_stages(args)
     source = build_source(args)
-    panels = write_cam_panels(source, source.ids('train')[:4], cam_out_dir(args),
+    panels = write_cam_panels(source, source.ids('train')[:4],
+                              in_work_space(args.work_space, args.cam_out_dir),
                               os.path.join(opts.out, 'overlays'), args.cam_eval_thres)
     seg_panels = write_label_panels(source, source.ids('train')[:4],
                                     os.path.join(args.work_space, args.sem_seg_out_dir),

@@ -21,7 +21,7 @@ import os
 import time
 
 from coco14.protocol import PROTOCOLS as COCO_PROTOCOLS
-from data.registry import DATASETS, fill_dataset_defaults, per_dataset_help
+from data.registry import DATASETS, missing_dataset_defaults, per_dataset_help
 from misc.io import release_outputs
 from misc.logutil import setup_logging
 from net.registry import DEFAULT as DEFAULT_CAM_NETWORK, cam_network, registered_names
@@ -435,6 +435,15 @@ def check_flag_combinations(args):
         raise FlagError('--irn_rescale %s: expected "MIN,MAX" with 0 < MIN <= MAX (a third value, '
                         'as in IRNet\'s (0.5, 1.0, 1.5), is ignored)'
                         % ','.join('%g' % v for v in rescale))
+
+
+def fill_dataset_defaults(args):
+    """Set every per-dataset flag left at None to the --dataset's value (data.registry);
+    returns the {flag: value} filled."""
+    filled = missing_dataset_defaults(args.dataset, vars(args))
+    for flag, value in filled.items():
+        setattr(args, flag, value)
+    return filled
 
 
 def resolve_args(args):

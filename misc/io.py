@@ -32,6 +32,12 @@ MIN_IMAGE_SIDE = 2          # a rescale by 0.5 still leaves >= 1 px
 _HELD_LOCKS = {}            # lock path -> open descriptor holding the flock
 
 
+def per_image_file(folder, image_id, suffix):
+    """``<folder>/<image_id><suffix>``: the file of one image in a folder of per-image
+    outputs (CAMs ``.npz``, label maps ``.png``; docs/formats.md)."""
+    return os.path.join(folder, image_id + suffix)
+
+
 def writer_tag():
     """``<pid>@<host>``: who writes a temporary file or holds a lock."""
     return '%d@%s' % (os.getpid(), socket.gethostname())

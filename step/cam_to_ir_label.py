@@ -55,8 +55,10 @@ def _label_one(job):
 def run(args):
     log = get_logger()
     _, source, listed = prepare(args, args.train_list)
-    ids = protocol.cam_image_ids(args, listed)
-    cam_files, out_dir = CamFiles.from_args(args), in_work_space(args, args.ir_label_out_dir)
+    reference = protocol.reference_protocol(args.dataset, args.coco_protocol)
+    ids = protocol.cam_image_ids(listed, reference)
+    cam_files = CamFiles(in_work_space(args.work_space, args.cam_out_dir), args.import_reference_cams)
+    out_dir = in_work_space(args.work_space, args.ir_label_out_dir)
     cam_files.require(ids, args.train_list)
     record = provenance.stage_record('cam_to_ir_label', args,
                                      upstream={'cams': provenance.cams_record(cam_files)})

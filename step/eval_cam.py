@@ -20,13 +20,12 @@ import numpy as np
 from tqdm import tqdm
 
 from coco14 import protocol
-from data import build_source
 from misc.io import save_json
 from misc.logutil import get_logger
 from pipeline import provenance
-from pipeline.paths import cam_out_dir
+from pipeline.paths import in_work_space
 from pipeline.report import iou_table
-from pipeline.stage import ids_to_score
+from pipeline.stage import build_source, ids_to_score
 from wsss.cam import CamFiles
 from wsss.metrics import ThresholdSweep, among_predfg_bg, original_early_stop_best
 
@@ -35,7 +34,7 @@ SWEEP_THRESHOLDS = tuple(i / 100.0 for i in range(5, 60))
 
 def reference_sweep(args):
     """The thresholds of the reference ``--eval_cam_best`` loop, ascending."""
-    if protocol.reference_protocol(args):
+    if protocol.reference_protocol(args.dataset, args.coco_protocol):
         return protocol.SWEEP_THRESHOLDS
     return SWEEP_THRESHOLDS
 
@@ -83,7 +82,8 @@ def summarise(source, sweep, thresholds, args, n_images):
     main = sweep.result(thresholds.index(args.cam_eval_thres))
     result = {
         'dataset': source.name, 'split': args.chainer_eval_set, 'n_images': n_images,
-        'cam_out_dir': cam_out_dir(args), 'threshold': args.cam_eval_thres,
+        'cam_out_dir': in_work_space(args.work_space, args.cam_out_dir),
+        'threshold': args.cam_eval_thres,
         'miou': main['miou'], 'iou': main['iou'].tolist(),
         'iou_by_class': dict(zip(source.label_names, main['iou'].tolist())),
         'among_predfg_bg': among_predfg_bg(main['confusion']),
@@ -99,11 +99,12 @@ def summarise(source, sweep, thresholds, args, n_images):
 def run(args):
     log = get_logger()
     source = build_source(args)
-    listed = protocol.eval_cam_image_ids(args, source.ids(args.chainer_eval_set))
+    reference = protocol.reference_protocol(args.dataset, args.coco_protocol)
+    listed = protocol.eval_cam_image_ids(source.ids(args.chainer_eval_set), reference)
     ids = ids_to_score(source, listed, args.chainer_eval_set, 'eval_cam')
     if not ids:
         return None
-    cam_files = CamFiles.from_args(args)
+    cam_files = CamFiles(in_work_space(args.work_space, args.cam_out_dir), args.import_reference_cams)
     cam_files.require(ids, args.chainer_eval_set)
     thresholds = sweep_thresholds(args)
     sweep = accumulate(source, ids, cam_files, thresholds)

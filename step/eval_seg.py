@@ -69,13 +69,13 @@ def predictions(probs, img, use_crf):
 
 def prediction_dirs(args, variants):
     """{variant: folder of its grayscale PNGs}."""
-    out_dir = in_work_space(args, args.seg_out_dir)
+    out_dir = in_work_space(args.work_space, args.seg_out_dir)
     return {v: out_dir if v == 'plain' else out_dir + '_' + v for v in variants}
 
 
 def load_model(args, n_class, device):
     """The trained network; a weights file that records another architecture is refused."""
-    path = in_work_space(args, args.seg_weights_name)
+    path = in_work_space(args.work_space, args.seg_weights_name)
     if not os.path.isfile(path):
         raise FileNotFoundError('segmentation weights %s do not exist: run train_seg first '
                                 '(--train_seg_pass True) or set --seg_weights_name' % path)
@@ -93,7 +93,7 @@ def load_model(args, n_class, device):
 def predictions_record(args):
     """Provenance of the predictions: the weights (and their record) and the inference
     settings; predictions made under another record are redone."""
-    weights = in_work_space(args, args.seg_weights_name)
+    weights = in_work_space(args.work_space, args.seg_weights_name)
     return provenance.stage_record(
         'eval_seg', args, files={'seg_weights_name': weights},
         upstream={'seg_weights_name': provenance.weights_record(weights)})

@@ -18,13 +18,12 @@ import numpy as np
 from tqdm import tqdm
 
 from coco14 import protocol
-from data import build_source
 from misc.io import read_label_png, save_json
 from misc.logutil import get_logger
 from pipeline import provenance
 from pipeline.paths import in_work_space
 from pipeline.report import iou_table
-from pipeline.stage import ids_to_score
+from pipeline.stage import build_source, ids_to_score
 from wsss.metrics import confusion_matrix, fp_fn_rates, mean_iou
 
 
@@ -40,11 +39,12 @@ def read_prediction(path, shape):
 def run(args):
     log = get_logger()
     source = build_source(args)
-    listed = protocol.cam_image_ids(args, source.ids(args.chainer_eval_set))
+    reference = protocol.reference_protocol(args.dataset, args.coco_protocol)
+    listed = protocol.cam_image_ids(source.ids(args.chainer_eval_set), reference)
     ids = ids_to_score(source, listed, args.chainer_eval_set, 'eval_sem_seg')
     if not ids:
         return None
-    pred_dir = in_work_space(args, args.sem_seg_out_dir)
+    pred_dir = in_work_space(args.work_space, args.sem_seg_out_dir)
     missing = [i for i in ids if not os.path.isfile(os.path.join(pred_dir, i + '.png'))]
     if missing:
         raise FileNotFoundError('%d of %d pseudo masks are missing in %s (first: %s.png); run '

@@ -14,7 +14,6 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from coco14 import protocol
-from data import build_source
 from data.loaders import MultiScaleDataset
 from misc import dist
 from misc.io import save_npz
@@ -23,8 +22,8 @@ from net.checkpoint import load_weights
 from net.registry import cam_network
 from net.resnet50_cam import InferenceCAM
 from pipeline import provenance
-from pipeline.paths import cam_out_dir, cam_weights_path
-from pipeline.stage import pending_shard, prepare
+from pipeline.paths import in_work_space
+from pipeline.stage import build_source, pending_shard, prepare
 from pipeline.training import autocast_context
 from wsss.cam import present_class_cams
 
@@ -62,7 +61,8 @@ def write_cams(args, model, out_dir, desc, record):
     made under another provenance ``record`` are redone."""
     log = get_logger()
     device, source, listed = prepare(args, args.infer_list)
-    ids = protocol.cam_image_ids(args, listed)
+    reference = protocol.reference_protocol(args.dataset, args.coco_protocol)
+    ids = protocol.cam_image_ids(listed, reference)
     provenance.claim_outputs(record, [out_dir], '.npz', args.overwrite)
     todo, shard = pending_shard(ids, out_dir, '.npz')
     log.info('%s: %d images, %d already done, %d in this process -> %s',
@@ -80,8 +80,8 @@ def write_cams(args, model, out_dir, desc, record):
 
 
 def run(args):
-    weights = cam_weights_path(args)
+    weights = in_work_space(args.work_space, args.cam_weights_name)
     n_classes = build_source(args).n_classes
     model = load_weights(cam_network(args.cam_network).cam(n_classes), weights)
-    write_cams(args, model, cam_out_dir(args), 'make_cam',
+    write_cams(args, model, in_work_space(args.work_space, args.cam_out_dir), 'make_cam',
                cams_record(args, 'make_cam', 'cam_weights_name', weights))

@@ -55,12 +55,13 @@ def pseudo_label(cams, keys, edge, size, args):
 def run(args):
     log = get_logger()
     device, source, listed = prepare(args, args.infer_list)
-    ids = protocol.cam_image_ids(args, listed)
-    cam_files = CamFiles.from_args(args)
-    out_dir = in_work_space(args, args.sem_seg_out_dir)
+    reference = protocol.reference_protocol(args.dataset, args.coco_protocol)
+    ids = protocol.cam_image_ids(listed, reference)
+    cam_files = CamFiles(in_work_space(args.work_space, args.cam_out_dir), args.import_reference_cams)
+    out_dir = in_work_space(args.work_space, args.sem_seg_out_dir)
     color_dir = out_dir + '_color' if args.sem_seg_color else None
     cam_files.require(ids, args.infer_list)
-    weights = in_work_space(args, args.irn_weights_name)
+    weights = in_work_space(args.work_space, args.irn_weights_name)
     model = load_weights(cam_network(args.cam_network).irnet(), weights).to(device).eval()
     record = provenance.stage_record(
         'make_sem_seg', args, files={'irn_weights_name': weights},

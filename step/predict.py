@@ -199,7 +199,7 @@ def run(args):
     if not args.predict_images:
         raise ValueError('the predict stage needs --predict_images DIR_OR_GLOB (the images to '
                          'segment)')
-    return predict(args.predict_images, in_work_space(args, args.seg_weights_name),
-                   in_work_space(args, args.predict_out_dir), args.seg_eval_scales,
+    return predict(args.predict_images, in_work_space(args.work_space, args.seg_weights_name),
+                   in_work_space(args.work_space, args.predict_out_dir), args.seg_eval_scales,
                    args.seg_eval_flip, args.seg_crf, args.predict_batch_size, args.device,
                    args.amp)

@@ -23,7 +23,7 @@ from misc.torchutils import reference_poly_sgd
 from net.registry import cam_network
 from net.resnet50 import estimate_batchnorm_statistics
 from pipeline import provenance
-from pipeline.paths import cam_weights_path, train_state_path
+from pipeline.paths import in_work_space, train_state_path
 from pipeline.stage import prepare
 from pipeline.training import (autocast_context, checkpoint_epoch, epoch_loader, load_train_state,
                             per_rank_batch, write_final_weights)
@@ -105,7 +105,7 @@ def run(args):
 
     model, optimizer, scheduler = build_training(args, source.n_classes, max_step, device)
     initialise_weights(model, args, dataset, device)
-    weights_path = cam_weights_path(args)
+    weights_path = in_work_space(args.work_space, args.cam_weights_name)
     state_path = train_state_path(weights_path)
     record = provenance.stage_record(
         'train_cam', args, lists={'train_list': provenance.list_sha256(train_ids, source)},

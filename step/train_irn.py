@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from coco14 import protocol
-from data.loaders import AffinityDataset, ClassificationDataset
+from data.loaders import ClassificationDataset
 from misc import dist
 from misc.logutil import get_logger
 from misc.torchutils import reference_poly_sgd
@@ -30,7 +30,7 @@ from pipeline.paths import in_work_space, train_state_path
 from pipeline.stage import prepare
 from pipeline.training import (autocast_context, checkpoint_epoch, epoch_loader, load_train_state,
                            per_rank_batch, write_final_weights)
-from wsss.path_index import PathIndex
+from wsss.path_index import AffinityDataset, PathIndex
 
 
 def build_path_index(args):
@@ -63,7 +63,7 @@ def build_training(args, path_index, max_step, device):
 def initialise_backbone(irnet, args):
     """The frozen backbone from a CAM checkpoint or ImageNet weights (random otherwise)."""
     if args.irn_backbone_weights:
-        load_backbone(irnet.backbone, in_work_space(args, args.irn_backbone_weights),
+        load_backbone(irnet.backbone, in_work_space(args.work_space, args.irn_backbone_weights),
                       irnet.backbone_name + '.')
     elif args.imagenet_weights:
         irnet.backbone.load_imagenet_weights(args.imagenet_weights)
@@ -110,10 +110,11 @@ def estimate_mean_shift(irnet, source, args, device):
 def run(args):
     log = get_logger()
     device, source, listed = prepare(args, args.train_list, seed=True)
-    ids = protocol.cam_image_ids(args, listed)     # the images with confident regions
+    reference = protocol.reference_protocol(args.dataset, args.coco_protocol)
+    ids = protocol.cam_image_ids(listed, reference)  # the images with confident regions
     check_rescale(args.irn_rescale)
     path_index = build_path_index(args)
-    dataset = AffinityDataset(source, ids, in_work_space(args, args.ir_label_out_dir),
+    dataset = AffinityDataset(source, ids, in_work_space(args.work_space, args.ir_label_out_dir),
                               args.irn_crop_size, path_index, rescale=args.irn_rescale)
     batch = per_rank_batch(args.irn_batch_size, '--irn_batch_size')
     steps_per_epoch = len(epoch_loader(dataset, batch, args, 0, True, True))
@@ -124,15 +125,15 @@ def run(args):
                                                  steps_per_epoch * args.irn_num_epoches, device)
     irnet = model.irnet
     initialise_backbone(irnet, args)
-    weights_path = in_work_space(args, args.irn_weights_name)
+    weights_path = in_work_space(args.work_space, args.irn_weights_name)
     state_path = train_state_path(weights_path)
-    backbone = ({'irn_backbone_weights': in_work_space(args, args.irn_backbone_weights)}
+    backbone = ({'irn_backbone_weights': in_work_space(args.work_space, args.irn_backbone_weights)}
                 if args.irn_backbone_weights else {'imagenet_weights': args.imagenet_weights})
     record = provenance.stage_record(
         'train_irn', args, files=backbone,
         lists={'train_list': provenance.list_sha256(ids),
                'infer_list': provenance.list_sha256(source.ids(args.infer_list))},
-        upstream={'ir_label': provenance.folder_record(in_work_space(args, args.ir_label_out_dir))})
+        upstream={'ir_label': provenance.folder_record(in_work_space(args.work_space, args.ir_label_out_dir))})
     provenance.claim_train_state(state_path, record, args.overwrite)
     start_epoch = load_train_state(state_path, irnet, optimizer, scheduler, device)
     if start_epoch:

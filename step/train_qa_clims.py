@@ -25,7 +25,7 @@ from net.clip_models import load_clip, read_clip_state_dict, resolve_clip_file, 
 from net.registry import cam_network
 from net.rtc_objective import ObjectiveConfig, contrastive_scale, qa_clims_losses
 from pipeline import provenance
-from pipeline.paths import cam_weights_path, clims_weights_path, in_work_space, train_state_path
+from pipeline.paths import in_work_space, train_state_path
 from pipeline.stage import prepare
 from pipeline.training import autocast_context, checkpoint_epoch, epoch_loader, load_train_state, \
     per_rank_batch, tensorboard_writer, write_final_weights
@@ -49,7 +49,7 @@ def training_clip(args, device):
 
 def answer_caches(args):
     """FG/BG answer caches, refused when made with other CLIP weights than --clip."""
-    paths = [in_work_space(args, p) for p in (args.vqa_fg_cache_file, args.vqa_bg_cache_file)]
+    paths = [in_work_space(args.work_space, p) for p in (args.vqa_fg_cache_file, args.vqa_bg_cache_file)]
     caches = [TextFeatureCache.load(p) for p in paths]
     checksum = weights_checksum(read_clip_state_dict(resolve_clip_file(
         args.clip_weights or args.clip)))
@@ -61,7 +61,7 @@ def answer_caches(args):
 def text_bank_for(source, ids, clip_model, args, device):
     """Text features of every (image, present class) of the training list, checked up front."""
     class_names = source.class_names
-    fg_path, bg_path = in_work_space(args, args.vqa_fg_file), in_work_space(args, args.vqa_bg_file)
+    fg_path, bg_path = in_work_space(args.work_space, args.vqa_fg_file), in_work_space(args.work_space, args.vqa_bg_file)
     fg_results = load_results(fg_path, set(class_names))
     bg_results = load_results(bg_path, set(class_names))
     pairs = training_pairs(source, ids)
@@ -79,10 +79,10 @@ def training_record(args, source, ids):
     their text features, recipe flags."""
     clip_file = args.mask_clip_weights if args.use_mask_clip else resolve_clip_file(
         args.clip_weights or args.clip)
-    initial = cam_weights_path(args)
+    initial = in_work_space(args.work_space, args.cam_weights_name)
     files = {'cam_weights_name': initial, 'clip': clip_file}
     for flag in ('vqa_fg_file', 'vqa_bg_file', 'vqa_fg_cache_file', 'vqa_bg_cache_file'):
-        files[flag] = in_work_space(args, getattr(args, flag))
+        files[flag] = in_work_space(args.work_space, getattr(args, flag))
     return provenance.stage_record(
         'train_qa_clims', args, lists={'train_list': provenance.list_sha256(ids, source)},
         files=files, upstream={'cam_weights_name': provenance.weights_record(initial)})
@@ -104,7 +104,7 @@ def build_model(args, n_classes, device):
     keeps per-process batch statistics, and says so.
     """
     model = load_weights(cam_network(args.cam_network).clims(n_classes),
-                         cam_weights_path(args)).to(device)
+                         in_work_space(args.work_space, args.cam_weights_name)).to(device)
     if dist.world_size() > 1:
         if device.type == 'cuda':
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -172,7 +172,7 @@ def run(args):
         raise ValueError('%s has %d images, fewer than one batch of %d'
                          % (args.train_list, len(dataset), args.clims_batch_size))
     model, optimizer, scheduler = build_training(args, source.n_classes, steps_per_epoch, device)
-    weights_path = clims_weights_path(args)
+    weights_path = in_work_space(args.work_space, args.clims_weights_name)
     state_path = train_state_path(weights_path)
     record = training_record(args, source, ids)
     provenance.claim_train_state(state_path, record, args.overwrite)

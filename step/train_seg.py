@@ -41,7 +41,7 @@ from pipeline.training import autocast_context, checkpoint_epoch, epoch_loader, 
 
 
 def label_dir(args):
-    return None if args.seg_label_dir == 'gt' else in_work_space(args, args.seg_label_dir)
+    return None if args.seg_label_dir == 'gt' else in_work_space(args.work_space, args.seg_label_dir)
 
 
 def training_record(args, ids):
@@ -132,7 +132,7 @@ def run(args):
                                                     args.seg_batch_size, args.seg_iter_size))
     model = build_model(args, source, dataset, device)
     optimizer, scheduler = optimizer_for(model, args)
-    weights_path = in_work_space(args, args.seg_weights_name)
+    weights_path = in_work_space(args.work_space, args.seg_weights_name)
     state_path = train_state_path(weights_path)
     record = training_record(args, ids)
     provenance.claim_train_state(state_path, record, args.overwrite)

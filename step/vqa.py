@@ -109,7 +109,7 @@ def export_reference_npy(results, path):
 def run(args):
     log = get_logger()
     device, source, ids = prepare(args, args.vqa_list or args.train_list)
-    parts_dir = in_work_space(args, args.vqa_parts_dir)
+    parts_dir = in_work_space(args.work_space, args.vqa_parts_dir)
     todo, shard = pending_shard(ids, parts_dir, '.json')
     lemmatizer_name, lemmatize = make_lemmatizer(args.vqa_lemmatizer)
     log.info('vqa: %d images, %d done, %d in this process (model %s, lemmatiser %s)',
@@ -125,7 +125,8 @@ def run(args):
                       dist.is_main_process())
     dist.barrier()
     if dist.is_main_process():
-        fg_path, bg_path = in_work_space(args, args.vqa_fg_file), in_work_space(args, args.vqa_bg_file)
+        fg_path = in_work_space(args.work_space, args.vqa_fg_file)
+        bg_path = in_work_space(args.work_space, args.vqa_bg_file)
         meta = {'model': args.vqa_model, 'list': args.vqa_list or args.train_list,
                 'n_images': len(ids), **settings}
         fg, bg = merge_parts(ids, parts_dir, fg_path, bg_path, meta)

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import run_sample
 from conftest import REF, VOC_MINI
-from data import build_source
 from data.folder import FolderDataset, FolderFormatError, read_classes, write_labels
 from misc.logutil import get_logger
+from pipeline.stage import build_source
+import run_sample
 from tools.voc_to_folder import convert
 from voc12.devkit import VOC12
 from vqa.text_features import TextFeatureCache, cache_texts, fg_prompted_answers

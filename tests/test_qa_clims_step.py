@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-import run_sample
 from conftest import REF, VOC_MINI
-from data import build_source
+from pipeline.stage import build_source
+import run_sample
 from step.train_qa_clims import apply_gradients, build_training, forward_terms, grad_scaler, \
     objective_config, text_bank_for, training_clip
 from tools.gen_text_feats_cache import main as gen_cache

@@ -240,17 +240,15 @@ def test_eval_sem_seg_scores_against_the_authors_masks(tmp_path, coco):
 # ------------------------------------------------------------ COCO: the authors' protocol
 
 
-def coco_args(dataset, coco_protocol):
-    return SimpleNamespace(dataset=dataset, coco_protocol=coco_protocol)
-
-
 def test_protocol_takes_the_smallest_image_ids():
     ids = ['COCO_train2014_%012d' % n for n in (90, 9, 1000, 25, 77)]
-    reference = coco_args('coco14', 'reference')
     assert protocol.first_images(ids, 3) == ['COCO_train2014_%012d' % n for n in (9, 25, 77)]
-    assert protocol.cam_image_ids(reference, ids) == sorted(ids)
-    assert protocol.cam_image_ids(coco_args('coco14', 'full'), ids) == ids
-    assert protocol.cam_image_ids(coco_args('voc12', 'reference'), ids) == ids
+    assert protocol.reference_protocol('coco14', 'reference')
+    assert not protocol.reference_protocol('coco14', 'full')
+    assert not protocol.reference_protocol('voc12', 'reference')
+    assert protocol.cam_image_ids(ids, True) == sorted(ids)
+    assert protocol.cam_image_ids(ids, False) == ids
+    assert protocol.eval_cam_image_ids(ids, True) == sorted(ids)
     assert (protocol.CAM_IMAGES, protocol.EVAL_CAM_IMAGES) == (10000, 9999)
     assert protocol.SWEEP_THRESHOLDS == tuple(np.arange(10, 60, 2) / 100)
 

@@ -12,7 +12,6 @@ from PIL import Image
 
 from coco14.dataset import COCO14
 from conftest import REF, VOC_MINI, run_sample_cmd
-from data.loaders import AffinityDataset
 from misc import imutils
 from net.checkpoint import load_weights, read_state_dict
 from net.resnet50_irn import IRNet, IRNetLoss, irn_total_loss
@@ -23,7 +22,7 @@ import run_sample
 from step import train_irn
 from tools.make_demo_coco import generate_demo_coco
 from voc12.devkit import VOC12
-from wsss.path_index import PathIndex, affinity_labels
+from wsss.path_index import AffinityDataset, PathIndex, affinity_labels
 
 # our loss terms (irn_total_loss) -> the fixture's names
 LOSS_KEYS = {'bg_pos': 'bg_pos_aff_loss', 'fg_pos': 'fg_pos_aff_loss', 'pos': 'pos_aff_loss',

@@ -10,11 +10,11 @@ import pytest
 import torch
 from torch.utils.data import default_collate
 
-import run_sample
 from conftest import REPO, kill_when, run_sample_cmd
-from data import build_source
 from data.loaders import ClassificationDataset
 from net.checkpoint import read_state_dict
+from pipeline.stage import build_source
+import run_sample
 from step.train_qa_clims import build_training, forward_terms, objective_config, \
     text_bank_for, training_clip
 from tools.gen_text_feats_cache import main as gen_cache

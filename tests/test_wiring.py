@@ -22,7 +22,7 @@ from PIL import Image
 from pydensecrf.utils import unary_from_softmax
 
 from conftest import REF, VOC_MINI
-from data.loaders import AffinityDataset, ClassificationDataset, SegmentationTrainDataset
+from data.loaders import ClassificationDataset, SegmentationTrainDataset
 from misc import imutils
 from misc.torchutils import reference_poly_sgd
 from net.registry import RESNET50
@@ -33,7 +33,7 @@ import run_sample
 from step import train_cam, train_irn, train_qa_clims, train_seg
 from wsss.cam import present_class_cams
 from wsss.crf import crf_inference_prob
-from wsss.path_index import PathIndex
+from wsss.path_index import AffinityDataset, PathIndex
 from test_augment_alignment import PositionCodedSource, block_label_map, position_coded_image
 from voc12.devkit import VOC12
 

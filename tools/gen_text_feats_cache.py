@@ -52,7 +52,7 @@ def class_names_and_aliases(dataset, data_root):
     if not data_root:
         raise ValueError('dataset %s needs --%s DIR (the folder that names its classes)'
                          % (dataset, entry.root_flag))
-    source = entry.build(argparse.Namespace(**{entry.root_flag: data_root}))
+    source = entry.build(data_root)
     return source.class_names, source.class_aliases
 
 

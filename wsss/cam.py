@@ -9,7 +9,6 @@ import torch.nn.functional as F
 
 from misc.imutils import strided_size, strided_up_size
 from misc.io import load_npz
-from pipeline.paths import cam_out_dir
 
 CAM_STRIDE = 4
 CAM_SUFFIX = '.npz'
@@ -71,11 +70,6 @@ class CamFiles:
         self.folder = folder
         self.import_reference = import_reference
         self.suffix = REFERENCE_CAM_SUFFIX if import_reference else CAM_SUFFIX
-
-    @classmethod
-    def from_args(cls, args):
-        """The CAMs of ``--cam_out_dir``, the authors' ``.npy`` with ``--import_reference_cams``."""
-        return cls(cam_out_dir(args), args.import_reference_cams)
 
     def path(self, image_id):
         return os.path.join(self.folder, image_id + self.suffix)
