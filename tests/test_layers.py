@@ -1,4 +1,4 @@
-"""Imports point one way (docs/README.md#layers): every module imports only from its own
+"""Imports point one way (docs/extending.md#layers): every module imports only from its own
 layer or the layers below it, read from the source of every .py file of the repository."""
 import ast
 
