@@ -34,6 +34,7 @@ QA_CLIMS_STAGES = ('train_qa_clims', 'make_clims', 'eval_cam', 'cam_to_ir_label'
 def demo_arguments(out, voc_root, clip_file, opts, stages, cam_out_dir):
     """run_sample arguments of the demo: small crops and batches for a CPU."""
     ws = os.path.join(out, 'work_space')
+    resize_long = '%d,%d' % (opts.crop * 3 // 4, opts.crop * 5 // 4)
     argv = [
         '--voc12_root', voc_root, '--work_space', ws,
         '--device', opts.device, '--num_workers', str(opts.num_workers), '--seed', '0',
@@ -42,9 +43,10 @@ def demo_arguments(out, voc_root, clip_file, opts, stages, cam_out_dir):
         '--cam_batch_size', '8', '--cam_num_epoches', str(opts.epochs),
         '--cam_learning_rate', str(opts.lr), '--cam_crop_size', str(opts.crop),
         '--cam_detach_early_stages', 'True',     # random backbone: all stages at lr 0.1 diverge
-        '--cam_resize_long', '%d,%d' % (opts.crop * 3 // 4, opts.crop * 5 // 4),
+        '--cam_resize_long', resize_long,
         '--cam_scales', '1.0,0.5,1.5', '--eval_cam_best', 'True',
         '--clims_batch_size', '8', '--clims_num_epoches', str(opts.clims_epochs),
+        '--clims_crop_size', str(opts.crop), '--clims_resize_long', resize_long,
         '--clip', clip_file, '--mask_clip_weights', clip_file,
         '--vqa_fg_file', os.path.join(voc_root, 'vqa_fg.json'),
         '--vqa_bg_file', os.path.join(voc_root, 'vqa_bg.json'),

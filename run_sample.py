@@ -213,6 +213,12 @@ def build_parser():
     g.add_argument('--clims_batch_size', default=None, type=positive_int,
                    help='global batch (default %d: the reference\'s 4 per GPU on 2 GPUs)'
                    % CLIMS_BATCH_SIZE)
+    g.add_argument('--clims_weight_decay', default=1e-4, type=float,
+                   help='the reference trains with --cam_weight_decay\'s default, 1e-4')
+    g.add_argument('--clims_crop_size', default=512, type=positive_int,
+                   help='at least the --cam_network\'s output stride (resnet50: 16)')
+    g.add_argument('--clims_resize_long', default=(320, 640), type=int_pair,
+                   help='random long-side resize range "MIN,MAX"')
     g.add_argument('--clims_loss_ref_batch', default=4, type=positive_int,
                    help='L_FRC and L_BRC (sums over instances) are scaled by this / images per '
                    'process, so any process count gives the gradient of the reference\'s 2 GPUs '
@@ -417,14 +423,15 @@ def resolve_batch_sizes(args):
 
 
 def check_flag_combinations(args):
-    """What one flag's type cannot check: the CAM crop against the network's
-    stride, the confident-region thresholds in order, the rescale range. A
+    """What one flag's type cannot check: the CAM and QA-CLIMS crops against the
+    network's stride, the confident-region thresholds in order, the rescale range. A
     FlagError names the flags and what is allowed."""
     stride = cam_network(args.cam_network).stride
-    if args.cam_crop_size < stride:
-        raise FlagError('argument --cam_crop_size: expected an integer >= %d (the output stride '
-                        'of --cam_network %s: a smaller crop is less than one feature cell), got '
-                        '%r' % (stride, args.cam_network, str(args.cam_crop_size)))
+    for flag in ('cam_crop_size', 'clims_crop_size'):
+        if getattr(args, flag) < stride:
+            raise FlagError('argument --%s: expected an integer >= %d (the output stride of '
+                            '--cam_network %s: a smaller crop is less than one feature cell), '
+                            'got %r' % (flag, stride, args.cam_network, str(getattr(args, flag))))
     if args.conf_fg_thres <= args.conf_bg_thres:
         raise FlagError('--conf_fg_thres %s must be above --conf_bg_thres %s (both in [0, 1]): '
                         'the foreground threshold marks the confident foreground, the lower '

@@ -123,7 +123,7 @@ def build_training(args, n_classes, steps_per_epoch, device):
     optimizer, scheduler = reference_poly_sgd(
         [{'params': backbone, 'lr': args.clims_learning_rate},
          {'params': head, 'lr': 10 * args.clims_learning_rate}],
-        args.cam_weight_decay, steps_per_epoch * args.clims_num_epoches,
+        args.clims_weight_decay, steps_per_epoch * args.clims_num_epoches,
         fix_momentum_quirk=args.fix_momentum_quirk)
     return model, optimizer, scheduler
 
@@ -164,8 +164,8 @@ def run(args):
     clip_model = training_clip(args, device)
     bank = text_bank_for(source, ids, clip_model, args, device)
     cfg = objective_config(args, clip_model)
-    dataset = ClassificationDataset(source, ids, resize_long=args.cam_resize_long, hor_flip=True,
-                                    crop_size=args.cam_crop_size, crop_method='random')
+    dataset = ClassificationDataset(source, ids, resize_long=args.clims_resize_long, hor_flip=True,
+                                    crop_size=args.clims_crop_size, crop_method='random')
     batch = per_rank_batch(args.clims_batch_size, '--clims_batch_size')
     steps_per_epoch = len(epoch_loader(dataset, batch, args, 0, True, True))
     if steps_per_epoch == 0:

@@ -36,8 +36,8 @@ def qa_inputs(tmp_path_factory, demo_voc, clims_reference_weights):
 
 def qa_args(qa, work_space, epochs=2, fg_file=None, clip=None, batch=('--clims_batch_size', '2')):
     return ['--voc12_root', qa['root'], '--work_space', str(work_space), '--device', 'cpu',
-            '--num_workers', '0', '--train_list', 'train', '--cam_crop_size', '64',
-            '--cam_resize_long', '48,96', *batch,
+            '--num_workers', '0', '--train_list', 'train', '--clims_crop_size', '64',
+            '--clims_resize_long', '48,96', *batch,
             '--clims_num_epoches', str(epochs), '--cam_weights_name', qa['cam'],
             '--clip', clip or qa['clip'], '--mask_clip_weights', qa['clip'],
             '--vqa_fg_file', fg_file or os.path.join(qa['root'], 'vqa_fg.json'),
@@ -116,7 +116,7 @@ def test_contrastive_sums_are_scaled_to_the_reference_batch_per_process(tmp_path
     clip = training_clip(args, device)
     bank = text_bank_for(source, ids, clip, args, device)
     cfg = objective_config(args, clip)
-    dataset = ClassificationDataset(source, ids, crop_size=args.cam_crop_size,
+    dataset = ClassificationDataset(source, ids, crop_size=args.clims_crop_size,
                                     crop_method='top_left')
     model, optimizer, _ = build_training(args, source.n_classes, 1, device)
     params = [q for group in optimizer.param_groups for q in group['params']]
