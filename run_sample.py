@@ -8,7 +8,8 @@ Flag names and defaults follow the reference implementation
 value of the dataset's entry in :mod:`data.registry` unless given;
 ``--cam_network`` picks the backbone of every CAM network and IRNet from
 :mod:`net.registry`. ``--print_defaults FLAG ...`` prints the values the
-stages would use and exits (the run_*.sh flows read theirs with it). Under
+stages would use and exits (the run_*.sh flows read theirs with it), as
+``--print_root_flag DATASET`` prints the flag of a dataset's folder. Under
 ``torchrun`` (or ``python -m torch.distributed.launch``) the training stages
 run DDP and the inference stages are sharded over the processes. The
 reference's own command lines are accepted: its flags that have no
@@ -21,7 +22,7 @@ import os
 import time
 
 from coco14.protocol import PROTOCOLS as COCO_PROTOCOLS
-from data.registry import DATASETS, missing_dataset_defaults, per_dataset_help
+from data.registry import DATASETS, dataset_entry, missing_dataset_defaults, per_dataset_help
 from misc.io import release_outputs
 from misc.logutil import setup_logging
 from net.registry import DEFAULT as DEFAULT_CAM_NETWORK, cam_network, registered_names
@@ -157,6 +158,9 @@ def build_parser():
                    help='print the value of each FLAG (e.g. clims_learning_rate), one per line, '
                    'with the per-dataset defaults of --dataset filled in, and exit (lists are '
                    'comma-separated, an unset value is an empty line)')
+    g.add_argument('--print_root_flag', default=None, choices=list(DATASETS), metavar='DATASET',
+                   help='print the flag that names DATASET\'s folder (e.g. voc12_root; '
+                   'data/registry.py) and exit')
     g.add_argument('--overwrite', default=True, type=str2bool,
                    help='outputs and resumable training states made from other weights, settings '
                    'or upstream outputs than this run\'s (each output folder, weights file and '
@@ -505,6 +509,9 @@ def run_stages(args):
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.print_root_flag:
+        print(dataset_entry(args.print_root_flag).root_flag)
+        return
     if args.print_defaults:
         try:
             print('\n'.join(flag_values(args, args.print_defaults)))

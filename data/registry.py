@@ -114,7 +114,7 @@ DATASETS = MappingProxyType({
     'voc12': _entry('voc12', _build_voc12, 'voc12_root', VOC12_CLASS_NAMES,
                     REFERENCE_TEXT_ALIASES, 'voc', train_list='train_aug', infer_list='train_aug',
                     seg_train_list='train_aug', clims_learning_rate=3.5e-4, hyper='10,8,0.2'),
-    # run_coco14_qa_clims.sh (LR=0.00001, HYPER=30,24,0.2; run_sample_coco.py's default hyper).
+    # the reference's run_coco14_qa_clims.sh (LR=0.00001, HYPER=30,24,0.2; run_sample_coco.py's default hyper).
     # COCO has no palette of its own: the generic 256-colour map of misc/palette.py.
     'coco14': _entry('coco14', _build_coco14, 'mscoco_root', COCO14_CLASS_NAMES,
                      REFERENCE_TEXT_ALIASES, 'coco', train_list='train', infer_list='train',

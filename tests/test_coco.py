@@ -117,8 +117,8 @@ def test_whole_pipeline_on_coco(tmp_path, coco):
 
 def test_run_coco14_seg_script_on_ground_truth(tmp_path, coco):
     env = dict(os.environ, MSCOCO_ROOT=coco[0], WORK_SPACE=str(tmp_path), PYTHON=sys.executable,
-               NUM_WORKERS='0', LABEL_DIR='gt', BATCH_SIZE='2', CROP_SIZE='64', NUM_ITERS='2',
-               EVAL_SCALES='1.0', CRF='False', OMP_NUM_THREADS='2')
+               NUM_WORKERS='0', SEG_LABEL_DIR='gt', SEG_BATCH_SIZE='2', SEG_CROP_SIZE='64',
+               SEG_NUM_ITERS='2', SEG_EVAL_SCALES='1.0', CRF='False', OMP_NUM_THREADS='2')
     subprocess.run(['bash', str(REPO / 'run_coco14_seg.sh')], env=env, check=True,
                    capture_output=True)
     result = json.loads((tmp_path / 'eval_seg.json').read_text())

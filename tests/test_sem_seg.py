@@ -171,7 +171,7 @@ def test_run_voc12_sem_seg_script(tmp_path):
     shutil.copytree(REF / 'cams', tmp_path / 'cams')
     env = dict(os.environ, VOC12_ROOT=str(VOC_MINI), WORK_SPACE=str(tmp_path),
                PYTHON=sys.executable, NUM_WORKERS='0', TRAIN_LIST='trainval',
-               INFER_LIST='trainval', EVAL_SET='trainval', IRN_CROP_SIZE='96', IRN_BATCH_SIZE='2',
+               INFER_LIST='trainval', CHAINER_EVAL_SET='trainval', IRN_CROP_SIZE='96', IRN_BATCH_SIZE='2',
                IRN_NUM_EPOCHES='1', OMP_NUM_THREADS='2')
     subprocess.run(['bash', str(REPO / 'run_voc12_sem_seg.sh')], env=env, check=True,
                    capture_output=True)

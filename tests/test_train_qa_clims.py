@@ -168,8 +168,9 @@ def test_run_voc12_qa_clims_script_trains_makes_and_evaluates(tmp_path, qa_input
                CLIP=qa_inputs['clip'], MASK_CLIP_WEIGHTS=qa_inputs['clip'],
                VQA_FG=os.path.join(root, 'vqa_fg.json'), VQA_BG=os.path.join(root, 'vqa_bg.json'),
                VQA_FG_CACHE=str(tmp_path / 'fg.safetensors'),
-               VQA_BG_CACHE=str(tmp_path / 'bg.safetensors'), BATCH_SIZE='2', EPOCHS='1',
-               CROP_SIZE='64', CAM_SCALES='1.0', INFER_LIST='val', EVAL_SET='val',
+               VQA_BG_CACHE=str(tmp_path / 'bg.safetensors'), CLIMS_BATCH_SIZE='2',
+               CLIMS_NUM_EPOCHES='1', CLIMS_CROP_SIZE='64', CLIMS_RESIZE_LONG='48,96',
+               CAM_SCALES='1.0', INFER_LIST='val', CHAINER_EVAL_SET='val',
                OMP_NUM_THREADS='2')
     subprocess.run(['bash', str(REPO / 'run_voc12_qa_clims.sh')], env=env, check=True,
                    capture_output=True)
