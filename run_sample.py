@@ -25,6 +25,7 @@ from coco14.protocol import PROTOCOLS as COCO_PROTOCOLS
 from data.registry import DATASETS, dataset_entry, missing_dataset_defaults, per_dataset_help
 from misc.io import release_outputs
 from misc.logutil import setup_logging
+from misc.torchutils import FLOAT_DTYPES
 from net.registry import DEFAULT as DEFAULT_CAM_NETWORK, cam_network, registered_names
 
 STAGES = ('vqa', 'train_cam', 'train_qa_clims', 'make_cam', 'make_clims', 'eval_cam',
@@ -201,7 +202,7 @@ def build_parser():
     g.add_argument('--vqa_num_beams', default=3, type=int)
     g.add_argument('--vqa_max_length', default=10, type=int)
     g.add_argument('--vqa_min_length', default=1, type=int)
-    g.add_argument('--vqa_dtype', default='float32', choices=['float32', 'float16', 'bfloat16'])
+    g.add_argument('--vqa_dtype', default='float32', choices=list(FLOAT_DTYPES))
     g.add_argument('--vqa_lemmatizer', default='auto', choices=['auto', 'wordnet', 'lemminflect'])
     g.add_argument('--vqa_question_bos', default='enc', choices=['enc', 'cls'],
                    help='first question token: [ENC] as the reference BLIP, or [CLS] as '
@@ -235,7 +236,7 @@ def build_parser():
     g.add_argument('--use_mask_clip', default=True, type=str2bool)
     g.add_argument('--mask_clip_weights', default=None,
                    help='OVSeg ovseg_swinbase_vitL14_ft_mpt.pth (mask-adapted CLIP)')
-    g.add_argument('--clip_dtype', default='float32', choices=['float32', 'float16', 'bfloat16'])
+    g.add_argument('--clip_dtype', default='float32', choices=list(FLOAT_DTYPES))
     g.add_argument('--nce_t', default=0.7, type=float)
     g.add_argument('--mask_adapter_alpha', default=0.1, type=float, help='FAT alpha')
     g.add_argument('--vqa_fg_file', default=None,

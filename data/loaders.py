@@ -73,8 +73,7 @@ def multiscale_inputs(img, scales):
     """
     out = []
     for s in scales:
-        scaled = img if s == 1 else imutils.pil_rescale(img, s, 3)
-        chw = imutils.hwc_to_chw(imutils.imagenet_normalize(scaled))
+        chw = imutils.scaled_network_input(img, s)
         out.append(torch.from_numpy(np.ascontiguousarray(np.stack([chw, chw[:, :, ::-1]]))))
     return out
 

@@ -6,9 +6,9 @@ Adding a dataset: write its reader (a :class:`data.base.SegmentationSource`
 subclass in its own package, like ``voc12/`` or ``coco14/``) and add one
 :class:`DatasetEntry` to :data:`DATASETS`: ``build`` (a function of the
 dataset folder and the work space that imports the reader and opens the
-folder; the flag ``root_flag`` gives the folder), the class names in class-id order (``None`` when the data
-names its own classes, as a folder dataset does), the text aliases, the
-palette and the defaults. ``--dataset NAME`` then works for every stage, the
+folder; the flag ``root_flag`` gives the folder), the class names in
+class-id order (``None`` when the data names its own classes, as a folder
+dataset does), the text aliases, the palette and the defaults. ``--dataset NAME`` then works for every stage, the
 flows and the tools; the reader takes its class names, aliases and palette
 from its entry (``VOC12.class_names = DATASETS['voc12'].class_names``).
 
@@ -114,7 +114,8 @@ DATASETS = MappingProxyType({
     'voc12': _entry('voc12', _build_voc12, 'voc12_root', VOC12_CLASS_NAMES,
                     REFERENCE_TEXT_ALIASES, 'voc', train_list='train_aug', infer_list='train_aug',
                     seg_train_list='train_aug', clims_learning_rate=3.5e-4, hyper='10,8,0.2'),
-    # the reference's run_coco14_qa_clims.sh (LR=0.00001, HYPER=30,24,0.2; run_sample_coco.py's default hyper).
+    # the reference's run_coco14_qa_clims.sh (LR=0.00001, HYPER=30,24,0.2; run_sample_coco.py's
+    # default hyper).
     # COCO has no palette of its own: the generic 256-colour map of misc/palette.py.
     'coco14': _entry('coco14', _build_coco14, 'mscoco_root', COCO14_CLASS_NAMES,
                      REFERENCE_TEXT_ALIASES, 'coco', train_list='train', infer_list='train',

@@ -139,6 +139,13 @@ def hwc_to_chw(img):
     return np.transpose(img, (2, 0, 1))
 
 
+def scaled_network_input(img, scale):
+    """float32 [3, h, w] network input of a uint8 [H, W, 3] image at ``scale``: PIL
+    bicubic rescale to (round(H*s), round(W*s)) (scale 1 keeps the image), ImageNet
+    normalisation, channels first (a view, not contiguous)."""
+    return hwc_to_chw(imagenet_normalize(img if scale == 1 else pil_rescale(img, scale, 3)))
+
+
 def strided_size(size, stride):
     """Size of a map at ``stride``: ceil(H / stride), ceil(W / stride)."""
     return (size[0] - 1) // stride + 1, (size[1] - 1) // stride + 1

@@ -11,7 +11,7 @@ import torch
 from data.loaders import check_listed_images
 from data.registry import dataset_entry
 from misc import dist
-from misc.io import claim_output, is_complete_file, remove_partial_files
+from misc.io import claim_output, is_complete_file, per_image_file, remove_partial_files
 from misc.logutil import get_logger
 
 
@@ -51,7 +51,7 @@ def pending_shard(ids, out_dir, suffix):
     dist.barrier()
     todo, unreadable = [], []
     for image_id in ids:
-        path = os.path.join(out_dir, image_id + suffix)
+        path = per_image_file(out_dir, image_id, suffix)
         if not os.path.isfile(path):
             todo.append(image_id)
         elif not is_complete_file(path):

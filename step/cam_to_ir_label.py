@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from coco14 import protocol
 from misc import dist
-from misc.io import save_png
+from misc.io import per_image_file, save_png
 from misc.logutil import get_logger
 from pipeline import provenance
 from pipeline.paths import in_work_space
@@ -48,7 +48,7 @@ def _label_one(job):
     cams = cam_files.load(image_id, required=('keys', 'high_res'))
     conf = confident_label(source.read_image(image_id), cams['high_res'], cams['keys'],
                            fg_thres, bg_thres)
-    save_png(os.path.join(out_dir, image_id + '.png'), conf)
+    save_png(per_image_file(out_dir, image_id, '.png'), conf)
     return image_id
 
 

@@ -24,7 +24,7 @@ from misc.io import save_json
 from misc.logutil import get_logger
 from pipeline import provenance
 from pipeline.paths import in_work_space
-from pipeline.report import iou_table
+from pipeline.report import class_scores, evaluated, iou_table
 from pipeline.stage import build_source, ids_to_score
 from wsss.cam import CamFiles
 from wsss.metrics import ThresholdSweep, among_predfg_bg, original_early_stop_best
@@ -81,11 +81,10 @@ def sweep_summary(sweep, thresholds, args):
 def summarise(source, sweep, thresholds, args, n_images):
     main = sweep.result(thresholds.index(args.cam_eval_thres))
     result = {
-        'dataset': source.name, 'split': args.chainer_eval_set, 'n_images': n_images,
+        **evaluated(source, args.chainer_eval_set, n_images),
         'cam_out_dir': in_work_space(args.work_space, args.cam_out_dir),
         'threshold': args.cam_eval_thres,
-        'miou': main['miou'], 'iou': main['iou'].tolist(),
-        'iou_by_class': dict(zip(source.label_names, main['iou'].tolist())),
+        **class_scores(main['iou'], source.label_names),
         'among_predfg_bg': among_predfg_bg(main['confusion']),
         'confusion': main['confusion'].tolist(),
     }

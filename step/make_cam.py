@@ -16,7 +16,7 @@ from tqdm import tqdm
 from coco14 import protocol
 from data.loaders import MultiScaleDataset
 from misc import dist
-from misc.io import save_npz
+from misc.io import per_image_file, save_npz
 from misc.logutil import get_logger
 from net.checkpoint import load_weights
 from net.registry import cam_network
@@ -74,7 +74,7 @@ def write_cams(args, model, out_dir, desc, record):
     with torch.inference_mode(), autocast_context(device, args.amp):
         for pack in tqdm(loader, desc=desc, disable=not dist.is_main_process(), dynamic_ncols=True):
             keys, cam, high_res = image_cams(network, pack, device)
-            save_npz(os.path.join(out_dir, pack['name'][0] + '.npz'),
+            save_npz(per_image_file(out_dir, pack['name'][0], '.npz'),
                      keys=keys, cam=cam, high_res=high_res)
     dist.barrier()
 

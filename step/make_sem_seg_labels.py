@@ -22,7 +22,7 @@ from tqdm import tqdm
 from coco14 import protocol
 from data.loaders import MultiScaleDataset
 from misc import dist
-from misc.io import save_png
+from misc.io import per_image_file, save_png
 from misc.logutil import get_logger
 from net.checkpoint import load_weights
 from net.registry import cam_network
@@ -84,6 +84,6 @@ def run(args):
             cams = cam_files.load(image_id, required=('keys', 'cam'))
             label = pseudo_label(torch.from_numpy(cams['cam']), cams['keys'], edge, size, args)
             if color_dir:
-                save_png(os.path.join(color_dir, image_id + '.png'), label, palette)
-            save_png(os.path.join(out_dir, image_id + '.png'), label)
+                save_png(per_image_file(color_dir, image_id, '.png'), label, palette)
+            save_png(per_image_file(out_dir, image_id, '.png'), label)
     dist.barrier()

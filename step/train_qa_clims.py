@@ -19,7 +19,7 @@ from tqdm import tqdm
 from data.loaders import ClassificationDataset
 from misc import dist
 from misc.logutil import get_logger
-from misc.torchutils import reference_poly_sgd
+from misc.torchutils import FLOAT_DTYPES, reference_poly_sgd
 from net.checkpoint import load_weights
 from net.clip_models import load_clip, read_clip_state_dict, resolve_clip_file, weights_checksum
 from net.registry import cam_network
@@ -33,12 +33,11 @@ from vqa.results import load_results
 from vqa.text_bank import build_text_bank, require_vqa_entries, training_pairs
 from vqa.text_features import TextFeatureCache
 
-CLIP_DTYPES = {'float32': torch.float32, 'float16': torch.float16, 'bfloat16': torch.bfloat16}
 
 
 def training_clip(args, device):
     """The frozen image/text encoder: OVSeg's mask-adapted CLIP or plain CLIP."""
-    dtype = CLIP_DTYPES[args.clip_dtype]
+    dtype = FLOAT_DTYPES[args.clip_dtype]
     if args.use_mask_clip:
         if not args.mask_clip_weights:
             raise ValueError('--use_mask_clip True needs --mask_clip_weights PATH (OVSeg\'s '

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from misc.imutils import strided_size, strided_up_size
-from misc.io import load_npz
+from misc.io import load_npz, per_image_file
 
 CAM_STRIDE = 4
 CAM_SUFFIX = '.npz'
@@ -72,7 +72,7 @@ class CamFiles:
         self.suffix = REFERENCE_CAM_SUFFIX if import_reference else CAM_SUFFIX
 
     def path(self, image_id):
-        return os.path.join(self.folder, image_id + self.suffix)
+        return per_image_file(self.folder, image_id, self.suffix)
 
     def require(self, ids, list_name):
         """Fail before any work, with the count and the first id, if CAM files are missing."""
