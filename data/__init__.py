@@ -3,6 +3,6 @@
 (``voc12/``, ``coco14/``) and one entry of :mod:`data.registry`, not a copy of
 every step."""
 from data.base import SegmentationSource
-from data.registry import open_dataset
+from data.registry import DATASETS, dataset_entry
 
-__all__ = ['SegmentationSource', 'open_dataset']
+__all__ = ['DATASETS', 'SegmentationSource', 'dataset_entry']

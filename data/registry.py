@@ -8,8 +8,8 @@ subclass in its own package, like ``voc12/`` or ``coco14/``) and add one
 dataset folder and the work space that imports the reader and opens the
 folder; the flag ``root_flag`` gives the folder), the class names in
 class-id order (``None`` when the data names its own classes, as a folder
-dataset does), the text aliases, the palette and the defaults. ``--dataset NAME`` then works for every stage, the
-flows and the tools; the reader takes its class names, aliases and palette
+dataset does), the text aliases, the palette and the defaults. ``--dataset
+NAME`` then works for every stage, the flows and the tools; the reader takes its class names, aliases and palette
 from its entry (``VOC12.class_names = DATASETS['voc12'].class_names``).
 
 The reference has one entry point per dataset (``run_sample.py`` for VOC,
@@ -139,11 +139,6 @@ def per_dataset_help(flag):
     """Help text of a flag with per-dataset defaults, e.g. 'voc12: 0.00035, coco14: 1e-05'."""
     return 'default per --dataset: ' + ', '.join(
         '%s %s' % (name, entry.defaults[flag]) for name, entry in DATASETS.items())
-
-
-def open_dataset(name, root, work_space=None):
-    """The :class:`data.base.SegmentationSource` of dataset ``name`` at ``root``."""
-    return dataset_entry(name).build(root, work_space)
 
 
 def missing_dataset_defaults(name, given):
