@@ -10,7 +10,6 @@ COCO the reference protocol covers the first 10,000 images of
 ``--train_list`` (:mod:`coco14.protocol`).
 """
 import multiprocessing
-import os
 
 import numpy as np
 from tqdm import tqdm

@@ -7,7 +7,6 @@ written atomically; under torchrun every process takes its own shard. On
 COCO the reference protocol covers the first 10,000 images of
 ``--infer_list`` (:mod:`coco14.protocol`).
 """
-import os
 
 import torch
 from torch.utils.data import DataLoader

@@ -11,7 +11,6 @@ authors' ``.npy`` CAMs are read with ``--import_reference_cams True``; on
 COCO the reference protocol covers the first 10,000 images of
 ``--infer_list`` (:mod:`coco14.protocol`).
 """
-import os
 
 import numpy as np
 import torch

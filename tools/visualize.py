@@ -1,5 +1,4 @@
 """Pictures for a person to look at: CAM overlays and coloured label maps."""
-import os
 
 import numpy as np
 
