@@ -40,7 +40,7 @@ sys.path.insert(0, REPO)
 from data.loaders import multiscale_inputs  # noqa: E402
 from misc.cam import fuse_multiscale, normalize_cams  # noqa: E402
 from misc.metrics import cam_to_label  # noqa: E402
-from misc.training import autocast_context  # noqa: E402
+from misc.engine import autocast_context  # noqa: E402
 from net.checkpoint import load_weights  # noqa: E402
 from net.registry import RESNET50  # noqa: E402
 from net.resnet50_cam import InferenceCAM  # noqa: E402

@@ -31,7 +31,7 @@ from misc.metrics import confusion_matrix, iou_from_confusion, mean_iou
 from misc.paths import in_work_space
 from misc.report import comparison_table
 from misc.stage import ids_to_score, pending_shard, prepare
-from misc.training import autocast_context
+from misc.engine import autocast_context
 from net.checkpoint import load_weights, read_weights_metadata
 from net.deeplab import ARCHITECTURES
 

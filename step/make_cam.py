@@ -22,7 +22,7 @@ from misc.io import save_npz
 from misc.logutil import get_logger
 from misc.paths import cam_out_dir, cam_weights_path
 from misc.stage import pending_shard, prepare
-from misc.training import autocast_context
+from misc.engine import autocast_context
 from net.checkpoint import load_weights
 from net.registry import cam_network
 from net.resnet50_cam import InferenceCAM
