@@ -9,10 +9,13 @@ import pytest
 import torch
 from torch.utils.data import DistributedSampler
 
-from misc import engine
+import run_sample
+from conftest import REPO, VOC_MINI
+from misc import engine, provenance
 from misc.io import release_outputs
 from misc.logutil import setup_logging
 from net.checkpoint import read_state_dict
+from test_docs import named_python_blocks
 
 CPU = torch.device('cpu')
 
@@ -86,7 +89,7 @@ def toy_training(work_space, epochs_to_run, seed, **flags):
 
 def old_format_state(model, optimizer, scheduler, epochs_done):
     """A training state as the stages have written it since resumable training began:
-    one torch.save'd dict (docs/formats.md#training-state)."""
+    one torch.save'd dict (docs/formats.md#training-states)."""
     buf = io.BytesIO()
     torch.save({'model': model.state_dict(), 'optimizer': optimizer.state_dict(),
                 'scheduler': scheduler.state_dict(), 'epochs_done': epochs_done}, buf)
@@ -147,3 +150,26 @@ def test_too_few_images_for_one_step_is_an_error(tmp_path):
     with pytest.raises(ValueError, match=r'toy_list has 12 images, fewer than one iteration '
                        r'needs \(--toy_batch_size 8 x 2 accumulated\)'):
         training.plan(toy_dataset(), 8, '--toy_batch_size', accumulate=2)
+
+
+def test_training_stage_example_of_extending_md_trains_and_resumes(tmp_path, monkeypatch):
+    """docs/extending.md's minimal training stage, run as written on the mini VOC."""
+    blocks = named_python_blocks(REPO / 'docs' / 'extending.md')
+    module = types.ModuleType('train_probe')
+    exec(blocks['step/train_probe.py'], module.__dict__)
+    monkeypatch.setitem(provenance.RESULT_FLAGS, 'train_probe', ('seed',))
+    args = run_sample.build_parser().parse_args([
+        '--voc12_root', str(VOC_MINI), '--work_space', str(tmp_path), '--device', 'cpu',
+        '--num_workers', '0', '--train_list', 'train', '--cam_batch_size', '2'])
+    run_sample.resolve_args(args)
+    setup_logging(str(tmp_path))
+    module.run(args)
+    weights = read_state_dict(str(tmp_path / 'probe.safetensors'))
+    assert sorted(weights) == ['bias', 'weight'] and weights['weight'].shape == (20, 3)
+    assert torch.load(tmp_path / 'probe.train_state.pt', weights_only=True)['epochs_done'] == 2
+    module.run(args)
+    release_outputs()
+    assert 'train_probe: resuming after epoch 2 (at iteration 4)' in \
+        (tmp_path / 'run.log').read_text()
+    again = read_state_dict(str(tmp_path / 'probe.safetensors'))
+    assert all(torch.equal(weights[k], again[k]) for k in weights)
