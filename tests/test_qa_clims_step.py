@@ -1,6 +1,7 @@
 """One QA-CLIMS training step against qa_clims_step.npz (with and without the mask CLIP),
-built by the stage's own functions (step.train_qa_clims: text bank, objective, network,
-optimiser groups and schedule, step) from run_sample.py's arguments."""
+built by the stage's own functions (misc.qa_clims_inputs: text bank, objective;
+step.train_qa_clims: network, optimiser groups and schedule, batch terms; the engine's
+step) from run_sample.py's arguments."""
 import numpy as np
 import pytest
 import torch
