@@ -152,6 +152,9 @@ def build_parser():
     g.add_argument('--seed', default=0, type=int)
     g.add_argument('--device', default='auto', help="'auto', 'cpu', 'cuda', 'cuda:1', ...")
     g.add_argument('--amp', default=False, type=str2bool, help='mixed precision (bf16 on CPU)')
+    g.add_argument('--tensorboard', default=False, type=str2bool,
+                   help='training stages also write their loss terms as TensorBoard scalars into '
+                   'work_space/tb/<stage> (needs the tensorboard package)')
     g.add_argument('--cam_network', default=DEFAULT_CAM_NETWORK, type=network_name,
                    help='backbone of the baseline CAM, QA-CLIMS and IRNet networks of every stage '
                    '(net/registry.py): %s' % registered_names())

@@ -41,7 +41,7 @@ from data.loaders import multiscale_inputs  # noqa: E402
 from net.checkpoint import load_weights  # noqa: E402
 from net.registry import RESNET50  # noqa: E402
 from net.resnet50_cam import InferenceCAM  # noqa: E402
-from pipeline.training import autocast_context  # noqa: E402
+from pipeline.engine import autocast_context  # noqa: E402
 from step.make_cam import cpu_has_bf16_kernels, image_cams  # noqa: E402
 from tools.make_demo_voc import layout_image, render_image  # noqa: E402
 from wsss.cam import fuse_multiscale, normalize_cams  # noqa: E402

@@ -12,9 +12,9 @@ import re
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save
+from safetensors.torch import load_file
 
-from misc.io import atomic_write
+from misc.io import atomic_write, safetensors_bytes
 
 # Prefixes under which the reference registers modules a second time.
 REFERENCE_ALIAS_PREFIXES = ('stage1.', 'stage2.', 'stage3.', 'stage4.', 'backbone.',
@@ -147,7 +147,7 @@ def load_backbone(backbone, path, prefix):
 def save_weights(model, path, metadata=None):
     """Atomically write the model's state dict as safetensors (``metadata``: str -> str)."""
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    data = save(state, metadata)
+    data = safetensors_bytes(state, metadata)
     with atomic_write(path) as f:
         f.write(data)
 

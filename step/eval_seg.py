@@ -30,10 +30,10 @@ from misc.logutil import get_logger
 from net.checkpoint import load_weights, read_weights_metadata
 from net.deeplab import ARCHITECTURES
 from pipeline import provenance
+from pipeline.engine import autocast_context
 from pipeline.paths import in_work_space
 from pipeline.report import class_scores, comparison_table, evaluated
 from pipeline.stage import ids_to_score, pending_shard, prepare
-from pipeline.training import autocast_context
 from wsss.crf import crf_inference_prob
 from wsss.metrics import confusion_matrix, iou_from_confusion
 

@@ -21,9 +21,9 @@ from net.checkpoint import load_weights
 from net.registry import cam_network
 from net.resnet50_cam import InferenceCAM
 from pipeline import provenance
+from pipeline.engine import autocast_context
 from pipeline.paths import in_work_space
 from pipeline.stage import build_source, pending_shard, prepare
-from pipeline.training import autocast_context
 from wsss.cam import present_class_cams
 
 

@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-import run_sample
 from conftest import REF, REPO, VOC_MINI, reference_ids
+import run_sample
 
 IDS = reference_ids('trainval')
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-import run_sample
-from conftest import REPO
 from coco14.dataset import COCO14
+from conftest import REPO
+import run_sample
 from tools.gen_text_feats_cache import main as gen_cache
 from tools.make_demo_coco import COCO_CATEGORY_IDS, generate_demo_coco
 from tools.make_tiny_blip import write_tiny_blip

@@ -15,9 +15,9 @@ import sys
 
 import pytest
 
-import run_sample
 from conftest import REPO
 from data.registry import dataset_entry
+import run_sample
 
 COLUMNS = ('stage', 'data', 'setting', 'flag', 'authors', 'source', 'ours', 'why')
 DATA_NAMES = {'voc12': 'VOC', 'coco14': 'COCO'}

@@ -9,13 +9,13 @@ import shutil
 import pytest
 import torch
 
-import run_sample
 from conftest import REF, VOC_MINI
 from misc.io import release_outputs
 from net.checkpoint import load_weights, save_weights
 from net.deeplab import build_segmentation_model
 from net.resnet50_clims import CAM
 from pipeline import provenance
+import run_sample
 from voc12.devkit import VOC12
 
 

@@ -13,10 +13,10 @@ from torch.utils.data import default_collate
 from conftest import REPO, kill_when, run_sample_cmd
 from data.loaders import ClassificationDataset
 from net.checkpoint import read_state_dict
+from pipeline.qa_clims_inputs import objective_config, text_bank_for, training_clip
 from pipeline.stage import build_source
 import run_sample
-from step.train_qa_clims import build_training, forward_terms, objective_config, \
-    text_bank_for, training_clip
+from step.train_qa_clims import build_training, forward_terms
 from tools.gen_text_feats_cache import main as gen_cache
 from tools.make_tiny_clip import write_tiny_clip
 
@@ -125,7 +125,7 @@ def test_contrastive_sums_are_scaled_to_the_reference_batch_per_process(tmp_path
     def terms_and_gradient(indices):
         model.zero_grad()
         pack = default_collate([dataset[i] for i in indices])
-        _, terms = forward_terms(model, pack, clip, bank, cfg, device, amp=False)
+        _, terms = forward_terms(model, pack, clip, bank, cfg)
         terms['loss'].backward()
         return terms, [q.grad.clone() for q in params]
 
