@@ -113,10 +113,13 @@ def current_names(record):
     if not isinstance(record, dict) or 'stage' not in record:
         return record
     renames = SETTING_RENAMES.get(record['stage'], {})
-    settings = {renames.get(name, name): value
-                for name, value in record.get('settings', {}).items()}
-    upstream = {name: current_names(up) for name, up in record.get('upstream', {}).items()}
-    return dict(record, settings=settings, upstream=upstream)
+    out = dict(record)
+    if isinstance(record.get('settings'), dict):
+        out['settings'] = {renames.get(name, name): value
+                           for name, value in record['settings'].items()}
+    if isinstance(record.get('upstream'), dict):
+        out['upstream'] = {name: current_names(up) for name, up in record['upstream'].items()}
+    return out
 
 
 def read_record(path):
