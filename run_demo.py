@@ -15,10 +15,10 @@ import time
 
 import torch
 
-from data import build_source
 from misc.logutil import get_logger
-from misc.paths import cam_out_dir
-from misc.report import comparison_table
+from pipeline.paths import in_work_space
+from pipeline.report import comparison_table
+from pipeline.stage import build_source
 from run_sample import build_parser, run_stages
 from tools.gen_text_feats_cache import main as gen_text_feats_cache
 from tools.make_demo_voc import generate_demo_voc
@@ -34,6 +34,7 @@ QA_CLIMS_STAGES = ('train_qa_clims', 'make_clims', 'eval_cam', 'cam_to_ir_label'
 def demo_arguments(out, voc_root, clip_file, opts, stages, cam_out_dir):
     """run_sample arguments of the demo: small crops and batches for a CPU."""
     ws = os.path.join(out, 'work_space')
+    resize_long = '%d,%d' % (opts.crop * 3 // 4, opts.crop * 5 // 4)
     argv = [
         '--voc12_root', voc_root, '--work_space', ws,
         '--device', opts.device, '--num_workers', str(opts.num_workers), '--seed', '0',
@@ -42,9 +43,10 @@ def demo_arguments(out, voc_root, clip_file, opts, stages, cam_out_dir):
         '--cam_batch_size', '8', '--cam_num_epoches', str(opts.epochs),
         '--cam_learning_rate', str(opts.lr), '--cam_crop_size', str(opts.crop),
         '--cam_detach_early_stages', 'True',     # random backbone: all stages at lr 0.1 diverge
-        '--cam_resize_long', '%d,%d' % (opts.crop * 3 // 4, opts.crop * 5 // 4),
+        '--cam_resize_long', resize_long,
         '--cam_scales', '1.0,0.5,1.5', '--eval_cam_best', 'True',
         '--clims_batch_size', '8', '--clims_num_epoches', str(opts.clims_epochs),
+        '--clims_crop_size', str(opts.crop), '--clims_resize_long', resize_long,
         '--clip', clip_file, '--mask_clip_weights', clip_file,
         '--vqa_fg_file', os.path.join(voc_root, 'vqa_fg.json'),
         '--vqa_bg_file', os.path.join(voc_root, 'vqa_bg.json'),
@@ -91,7 +93,7 @@ def report(source, args, baseline, results, voc_root, panels):
              'predictions %s (+ _color)\n  evaluations    %s, %s, %s\n'
              '  log            %s\n  panels         %s',
              voc_root, os.path.join(ws, args.cam_weights_name),
-             os.path.join(ws, args.clims_weights_name), cam_out_dir(args),
+             os.path.join(ws, args.clims_weights_name), in_work_space(ws, args.cam_out_dir),
              os.path.join(ws, args.irn_weights_name), os.path.join(ws, args.sem_seg_out_dir),
              os.path.join(ws, args.seg_weights_name), os.path.join(ws, args.seg_out_dir),
              os.path.join(ws, 'eval_cam.json'), os.path.join(ws, 'eval_sem_seg.json'),
@@ -127,7 +129,8 @@ def main(argv=None):
     text_feature_caches(args)
     results = run_stages(args)
     source = build_source(args)
-    panels = write_cam_panels(source, source.ids('train')[:4], cam_out_dir(args),
+    panels = write_cam_panels(source, source.ids('train')[:4],
+                              in_work_space(args.work_space, args.cam_out_dir),
                               os.path.join(opts.out, 'overlays'), args.cam_eval_thres)
     seg_panels = write_label_panels(source, source.ids('train')[:4],
                                     os.path.join(args.work_space, args.sem_seg_out_dir),

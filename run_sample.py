@@ -8,7 +8,8 @@ Flag names and defaults follow the reference implementation
 value of the dataset's entry in :mod:`data.registry` unless given;
 ``--cam_network`` picks the backbone of every CAM network and IRNet from
 :mod:`net.registry`. ``--print_defaults FLAG ...`` prints the values the
-stages would use and exits (the run_*.sh flows read theirs with it). Under
+stages would use and exits (the run_*.sh flows read theirs with it), as
+``--print_root_flag DATASET`` prints the flag of a dataset's folder. Under
 ``torchrun`` (or ``python -m torch.distributed.launch``) the training stages
 run DDP and the inference stages are sharded over the processes. The
 reference's own command lines are accepted: its flags that have no
@@ -21,9 +22,10 @@ import os
 import time
 
 from coco14.protocol import PROTOCOLS as COCO_PROTOCOLS
-from data.registry import DATASETS, fill_dataset_defaults, per_dataset_help
+from data.registry import DATASETS, dataset_entry, missing_dataset_defaults, per_dataset_help
 from misc.io import release_outputs
 from misc.logutil import setup_logging
+from misc.torchutils import FLOAT_DTYPES
 from net.registry import DEFAULT as DEFAULT_CAM_NETWORK, cam_network, registered_names
 
 STAGES = ('vqa', 'train_cam', 'train_qa_clims', 'make_cam', 'make_clims', 'eval_cam',
@@ -150,6 +152,9 @@ def build_parser():
     g.add_argument('--seed', default=0, type=int)
     g.add_argument('--device', default='auto', help="'auto', 'cpu', 'cuda', 'cuda:1', ...")
     g.add_argument('--amp', default=False, type=str2bool, help='mixed precision (bf16 on CPU)')
+    g.add_argument('--tensorboard', default=False, type=str2bool,
+                   help='training stages also write their loss terms as TensorBoard scalars into '
+                   'work_space/tb/<stage> (needs the tensorboard package)')
     g.add_argument('--cam_network', default=DEFAULT_CAM_NETWORK, type=network_name,
                    help='backbone of the baseline CAM, QA-CLIMS and IRNet networks of every stage '
                    '(net/registry.py): %s' % registered_names())
@@ -157,6 +162,9 @@ def build_parser():
                    help='print the value of each FLAG (e.g. clims_learning_rate), one per line, '
                    'with the per-dataset defaults of --dataset filled in, and exit (lists are '
                    'comma-separated, an unset value is an empty line)')
+    g.add_argument('--print_root_flag', default=None, choices=list(DATASETS), metavar='DATASET',
+                   help='print the flag that names DATASET\'s folder (e.g. voc12_root; '
+                   'data/registry.py) and exit')
     g.add_argument('--overwrite', default=True, type=str2bool,
                    help='outputs and resumable training states made from other weights, settings '
                    'or upstream outputs than this run\'s (each output folder, weights file and '
@@ -197,7 +205,7 @@ def build_parser():
     g.add_argument('--vqa_num_beams', default=3, type=int)
     g.add_argument('--vqa_max_length', default=10, type=int)
     g.add_argument('--vqa_min_length', default=1, type=int)
-    g.add_argument('--vqa_dtype', default='float32', choices=['float32', 'float16', 'bfloat16'])
+    g.add_argument('--vqa_dtype', default='float32', choices=list(FLOAT_DTYPES))
     g.add_argument('--vqa_lemmatizer', default='auto', choices=['auto', 'wordnet', 'lemminflect'])
     g.add_argument('--vqa_question_bos', default='enc', choices=['enc', 'cls'],
                    help='first question token: [ENC] as the reference BLIP, or [CLS] as '
@@ -213,6 +221,12 @@ def build_parser():
     g.add_argument('--clims_batch_size', default=None, type=positive_int,
                    help='global batch (default %d: the reference\'s 4 per GPU on 2 GPUs)'
                    % CLIMS_BATCH_SIZE)
+    g.add_argument('--clims_weight_decay', default=1e-4, type=float,
+                   help='the reference trains with --cam_weight_decay\'s default, 1e-4')
+    g.add_argument('--clims_crop_size', default=512, type=positive_int,
+                   help='at least the --cam_network\'s output stride (resnet50: 16)')
+    g.add_argument('--clims_resize_long', default=(320, 640), type=int_pair,
+                   help='random long-side resize range "MIN,MAX"')
     g.add_argument('--clims_loss_ref_batch', default=4, type=positive_int,
                    help='L_FRC and L_BRC (sums over instances) are scaled by this / images per '
                    'process, so any process count gives the gradient of the reference\'s 2 GPUs '
@@ -225,7 +239,7 @@ def build_parser():
     g.add_argument('--use_mask_clip', default=True, type=str2bool)
     g.add_argument('--mask_clip_weights', default=None,
                    help='OVSeg ovseg_swinbase_vitL14_ft_mpt.pth (mask-adapted CLIP)')
-    g.add_argument('--clip_dtype', default='float32', choices=['float32', 'float16', 'bfloat16'])
+    g.add_argument('--clip_dtype', default='float32', choices=list(FLOAT_DTYPES))
     g.add_argument('--nce_t', default=0.7, type=float)
     g.add_argument('--mask_adapter_alpha', default=0.1, type=float, help='FAT alpha')
     g.add_argument('--vqa_fg_file', default=None,
@@ -417,14 +431,15 @@ def resolve_batch_sizes(args):
 
 
 def check_flag_combinations(args):
-    """What one flag's type cannot check: the CAM crop against the network's
-    stride, the confident-region thresholds in order, the rescale range. A
+    """What one flag's type cannot check: the CAM and QA-CLIMS crops against the
+    network's stride, the confident-region thresholds in order, the rescale range. A
     FlagError names the flags and what is allowed."""
     stride = cam_network(args.cam_network).stride
-    if args.cam_crop_size < stride:
-        raise FlagError('argument --cam_crop_size: expected an integer >= %d (the output stride '
-                        'of --cam_network %s: a smaller crop is less than one feature cell), got '
-                        '%r' % (stride, args.cam_network, str(args.cam_crop_size)))
+    for flag in ('cam_crop_size', 'clims_crop_size'):
+        if getattr(args, flag) < stride:
+            raise FlagError('argument --%s: expected an integer >= %d (the output stride of '
+                            '--cam_network %s: a smaller crop is less than one feature cell), '
+                            'got %r' % (flag, stride, args.cam_network, str(getattr(args, flag))))
     if args.conf_fg_thres <= args.conf_bg_thres:
         raise FlagError('--conf_fg_thres %s must be above --conf_bg_thres %s (both in [0, 1]): '
                         'the foreground threshold marks the confident foreground, the lower '
@@ -435,6 +450,15 @@ def check_flag_combinations(args):
         raise FlagError('--irn_rescale %s: expected "MIN,MAX" with 0 < MIN <= MAX (a third value, '
                         'as in IRNet\'s (0.5, 1.0, 1.5), is ignored)'
                         % ','.join('%g' % v for v in rescale))
+
+
+def fill_dataset_defaults(args):
+    """Set every per-dataset flag left at None to the --dataset's value (data.registry);
+    returns the {flag: value} filled."""
+    filled = missing_dataset_defaults(args.dataset, vars(args))
+    for flag, value in filled.items():
+        setattr(args, flag, value)
+    return filled
 
 
 def resolve_args(args):
@@ -489,6 +513,9 @@ def run_stages(args):
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.print_root_flag:
+        print(dataset_entry(args.print_root_flag).root_flag)
+        return
     if args.print_defaults:
         try:
             print('\n'.join(flag_values(args, args.print_defaults)))

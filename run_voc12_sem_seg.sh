@@ -6,7 +6,8 @@
 # Set the variables below (or export them) and run:  bash run_voc12_sem_seg.sh
 # DRY_RUN=1 prints the commands (one per line) instead of running them.
 # Images (as the reference): confident regions and IRNet training on TRAIN_LIST,
-# pseudo masks (what run_voc12_seg.sh trains on) for INFER_LIST, EVAL_SET scored.
+# pseudo masks (what run_voc12_seg.sh trains on) for INFER_LIST, CHAINER_EVAL_SET
+# scored. A setting's variable is its run_sample.py flag in capitals.
 set -euo pipefail
 
 DATASET=${DATASET:-voc12}                           # voc12 or coco14 (run_coco14_*.sh set it)
@@ -21,9 +22,9 @@ PYTHON=${PYTHON:-python}
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/scripts/flow_common.sh"
 # The other settings, when not set, are run_sample.py's for $DATASET: TRAIN_LIST for
 # the confident regions and IRNet training, INFER_LIST for the displacement mean and
-# the pseudo masks, EVAL_SET scored by eval_sem_seg; IRN_LEARNING_RATE is the edge
+# the pseudo masks, CHAINER_EVAL_SET scored by eval_sem_seg; IRN_LEARNING_RATE is the edge
 # branch's (displacement branch 10x), IRN_RESCALE the random rescale range.
-python_defaults TRAIN_LIST=train_list INFER_LIST=infer_list EVAL_SET=chainer_eval_set \
+python_defaults TRAIN_LIST=train_list INFER_LIST=infer_list CHAINER_EVAL_SET=chainer_eval_set \
     CONF_FG_THRES=conf_fg_thres CONF_BG_THRES=conf_bg_thres IRN_CROP_SIZE=irn_crop_size \
     IRN_BATCH_SIZE=irn_batch_size IRN_NUM_EPOCHES=irn_num_epoches \
     IRN_LEARNING_RATE=irn_learning_rate IRN_RESCALE=irn_rescale BETA=beta EXP_TIMES=exp_times \
@@ -46,5 +47,5 @@ run "${launch[@]}" "$repo/run_sample.py" "${common[@]}" --infer_list "$INFER_LIS
     --beta "$BETA" --exp_times "$EXP_TIMES" --sem_seg_bg_thres "$SEM_SEG_BG_THRES" \
     --sem_seg_color True --make_sem_seg_pass True
 
-run "$PYTHON" "$repo/run_sample.py" "${common[@]}" --chainer_eval_set "$EVAL_SET" \
+run "$PYTHON" "$repo/run_sample.py" "${common[@]}" --chainer_eval_set "$CHAINER_EVAL_SET" \
     --eval_sem_seg_pass True

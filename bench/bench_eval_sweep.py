@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from data.registry import DATASETS  # noqa: E402
 from misc.io import load_npz, save_npz  # noqa: E402
-from misc.metrics import ThresholdSweep, cam_to_label, confusion_matrix  # noqa: E402
+from wsss.metrics import ThresholdSweep, cam_to_label, confusion_matrix  # noqa: E402
 
 THRESHOLDS = [i / 100.0 for i in range(5, 60)]
 N_CLASSES = DATASETS['voc12'].n_classes          # VOC-like masks: ids 0..N_CLASSES

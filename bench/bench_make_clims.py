@@ -38,14 +38,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from data.loaders import multiscale_inputs  # noqa: E402
-from misc.cam import fuse_multiscale, normalize_cams  # noqa: E402
-from misc.metrics import cam_to_label  # noqa: E402
-from misc.training import autocast_context  # noqa: E402
 from net.checkpoint import load_weights  # noqa: E402
 from net.registry import RESNET50  # noqa: E402
 from net.resnet50_cam import InferenceCAM  # noqa: E402
+from pipeline.engine import autocast_context  # noqa: E402
 from step.make_cam import cpu_has_bf16_kernels, image_cams  # noqa: E402
 from tools.make_demo_voc import layout_image, render_image  # noqa: E402
+from wsss.cam import fuse_multiscale, normalize_cams  # noqa: E402
+from wsss.metrics import cam_to_label  # noqa: E402
 
 FIXTURE_SET = os.path.join(REPO, 'tests', 'fixtures', 'reference')
 SCALES = (1.0, 0.5, 1.5, 2.0)

@@ -3,7 +3,7 @@
     python bench/bench_random_walk.py [--threads 2] [--repeat 3] [--dense_limit 11750]
 
 For grids 32x32, 63x94 and 94x125 with 3 classes (radius 5, beta 10,
-exp_times 8) it times ``misc.random_walk.propagate_to_edge`` and the
+exp_times 8) it times ``wsss.random_walk.propagate_to_edge`` and the
 reference formulation (dense HW x HW float32 affinity, transition matrix
 squared 8 times, then cams @ T), which is implemented here only, side by
 side in one run, and ends with the ratio line of the 94x125 grid.
@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from misc.random_walk import padded_path_affinity, propagate_to_edge  # noqa: E402
+from wsss.random_walk import padded_path_affinity, propagate_to_edge  # noqa: E402
 
 GRIDS = ((32, 32), (63, 94), (94, 125))
 TARGET_TIME, TARGET_MEMORY = 1000, 30       # issue 14, at the largest grid

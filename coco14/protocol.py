@@ -30,9 +30,10 @@ SWEEP_THRESHOLDS = tuple(t / 100 for t in range(10, 60, 2))
 PROTOCOLS = ('reference', 'full')
 
 
-def reference_protocol(args):
-    """True when the authors' COCO protocol applies to this run."""
-    return args.dataset == 'coco14' and args.coco_protocol == 'reference'
+def reference_protocol(dataset, coco_protocol):
+    """True when the authors' COCO protocol applies: ``--dataset coco14`` with
+    ``--coco_protocol reference``."""
+    return dataset == 'coco14' and coco_protocol == 'reference'
 
 
 def first_images(ids, n_images):
@@ -44,8 +45,8 @@ def first_images(ids, n_images):
     return sorted(ids)[:n_images]
 
 
-def _protocol_ids(args, ids, n_images):
-    if not reference_protocol(args):
+def _protocol_ids(ids, n_images, reference):
+    if not reference:
         return ids
     chosen = first_images(ids, n_images)
     if len(chosen) < len(ids):
@@ -54,11 +55,12 @@ def _protocol_ids(args, ids, n_images):
     return chosen
 
 
-def cam_image_ids(args, ids):
-    """The ids whose CAMs, confident regions and pseudo masks are made and scored."""
-    return _protocol_ids(args, ids, CAM_IMAGES)
+def cam_image_ids(ids, reference):
+    """The ids whose CAMs, confident regions and pseudo masks are made and scored
+    (``reference``: :func:`reference_protocol`)."""
+    return _protocol_ids(ids, CAM_IMAGES, reference)
 
 
-def eval_cam_image_ids(args, ids):
-    """The ids eval_cam scores."""
-    return _protocol_ids(args, ids, EVAL_CAM_IMAGES)
+def eval_cam_image_ids(ids, reference):
+    """The ids eval_cam scores (``reference``: :func:`reference_protocol`)."""
+    return _protocol_ids(ids, EVAL_CAM_IMAGES, reference)

@@ -12,8 +12,7 @@ import torch
 from torch.utils.data import Dataset
 
 from misc import imutils
-from misc.io import read_label_png
-from misc.path_index import affinity_labels
+from misc.io import per_image_file, read_label_png
 
 
 def check_listed_images(source, ids, list_name):
@@ -74,8 +73,7 @@ def multiscale_inputs(img, scales):
     """
     out = []
     for s in scales:
-        scaled = img if s == 1 else imutils.pil_rescale(img, s, 3)
-        chw = imutils.hwc_to_chw(imutils.imagenet_normalize(scaled))
+        chw = imutils.scaled_network_input(img, s)
         out.append(torch.from_numpy(np.ascontiguousarray(np.stack([chw, chw[:, :, ::-1]]))))
     return out
 
@@ -98,53 +96,6 @@ class MultiScaleDataset(Dataset):
                 'size': img.shape[:2], 'label': torch.from_numpy(self.source.image_labels(image_id))}
 
 
-class AffinityDataset(Dataset):
-    """IRNet training pairs (docs/method.md#irnet-training): image, confident-region labels
-    reduced by 4 (nearest) and the pair labels of ``path_index`` (classes
-    0..n_classes of the source, e.g. < 81 on COCO; 255 ignored).
-
-    Augmentation as the reference: random rescale by one factor uniform in
-    ``rescale`` (image bicubic, label nearest; None = off), normalisation,
-    joint flip, joint random crop (fill 0 / 255). Items: ``img``, ``label``
-    (the cropped label map), ``reduced_label`` and the three pair labels.
-    """
-
-    def __init__(self, source, ids, label_dir, crop_size, path_index, rescale=(0.5, 1.5),
-                 hor_flip=True):
-        self.source = source
-        self.ids = list(ids)
-        self.label_dir = label_dir
-        self.crop_size = crop_size
-        self.path_index = path_index
-        self.rescale = rescale
-        self.hor_flip = hor_flip
-
-    def __len__(self):
-        return len(self.ids)
-
-    def __getitem__(self, idx):
-        image_id = self.ids[idx]
-        img = self.source.read_image(image_id)
-        label = read_label_png(os.path.join(self.label_dir, image_id + '.png'))
-        if self.rescale:
-            img, label = imutils.random_scale_pair(img, label, self.rescale)
-        img = imutils.imagenet_normalize(img)
-        if self.hor_flip:
-            img, label = imutils.random_lr_flip_pair(img, label)
-        img, label = imutils.random_crop_pair(img, label, self.crop_size)
-        reduced = imutils.pil_rescale(np.ascontiguousarray(label), 0.25, 0)
-        bg_pos, fg_pos, neg = affinity_labels(reduced, self.path_index.src_indices,
-                                              self.path_index.dst_indices,
-                                              self.source.n_classes + 1)
-        return {'name': image_id,
-                'img': torch.from_numpy(np.ascontiguousarray(imutils.hwc_to_chw(img))),
-                'label': torch.from_numpy(np.ascontiguousarray(label)),
-                'reduced_label': torch.from_numpy(np.array(reduced)),
-                'aff_bg_pos_label': torch.from_numpy(bg_pos),
-                'aff_fg_pos_label': torch.from_numpy(fg_pos),
-                'aff_neg_label': torch.from_numpy(neg)}
-
-
 class SegmentationTrainDataset(Dataset):
     """Images with class-id label maps (pseudo masks or GT) for the segmentation network:
     rescale by one factor drawn from ``scales`` (deeplab-pytorch's augmentation),
@@ -165,7 +116,7 @@ class SegmentationTrainDataset(Dataset):
         """The pseudo mask of ``label_dir``, or the GT mask when ``label_dir`` is None."""
         if self.label_dir is None:
             return self.source.read_mask(image_id)
-        return read_label_png(os.path.join(self.label_dir, image_id + '.png'))
+        return read_label_png(per_image_file(self.label_dir, image_id, '.png'))
 
     def __getitem__(self, idx):
         image_id = self.ids[idx]

@@ -5,11 +5,11 @@ flags take a per-dataset default.
 Adding a dataset: write its reader (a :class:`data.base.SegmentationSource`
 subclass in its own package, like ``voc12/`` or ``coco14/``) and add one
 :class:`DatasetEntry` to :data:`DATASETS`: ``build`` (a function of the
-parsed arguments that imports the reader and opens the root given by
-``root_flag``), the class names in class-id order (``None`` when the data
-names its own classes, as a folder dataset does), the text aliases, the
-palette and the defaults. ``--dataset NAME`` then works for every stage, the
-flows and the tools; the reader takes its class names, aliases and palette
+dataset folder and the work space that imports the reader and opens the
+folder; the flag ``root_flag`` gives the folder), the class names in
+class-id order (``None`` when the data names its own classes, as a folder
+dataset does), the text aliases, the palette and the defaults. ``--dataset
+NAME`` then works for every stage, the flows and the tools; the reader takes its class names, aliases and palette
 from its entry (``VOC12.class_names = DATASETS['voc12'].class_names``).
 
 The reference has one entry point per dataset (``run_sample.py`` for VOC,
@@ -54,8 +54,9 @@ COCO14_CLASS_NAMES = (
 class DatasetEntry:
     """One dataset.
 
-    ``build(args)`` returns its :class:`data.base.SegmentationSource`, opened at
-    the folder given by the flag ``root_flag``. ``class_names``: the names on
+    ``build(root, work_space=None)`` returns its :class:`data.base.SegmentationSource`
+    opened at ``root``, the folder the flag ``root_flag`` gives (``work_space``: where it
+    may cache what it derives from its files). ``class_names``: the names on
     the text side (VQA questions, CLIP prompts) in class-id order, background
     excluded (``None``: the data names its classes). ``text_aliases``: {class
     name: names that count as the class in an FG answer} (``None``: the data
@@ -79,22 +80,20 @@ class DatasetEntry:
         return None if self.class_names is None else len(self.class_names)
 
 
-def _build_voc12(args):
+def _build_voc12(root, work_space=None):
     from voc12.devkit import VOC12
-    return VOC12(getattr(args, 'voc12_root', None))
+    return VOC12(root)
 
 
-def _build_coco14(args):
+def _build_coco14(root, work_space=None):
     """COCO's masks rendered from the annotations are cached in the work space."""
     from coco14.dataset import COCO14
-    work_space = getattr(args, 'work_space', None)
-    return COCO14(getattr(args, 'mscoco_root', None),
-                  mask_cache=os.path.join(work_space, 'coco_masks') if work_space else None)
+    return COCO14(root, mask_cache=os.path.join(work_space, 'coco_masks') if work_space else None)
 
 
-def _build_folder(args):
+def _build_folder(root, work_space=None):
     from data.folder import FolderDataset
-    return FolderDataset(getattr(args, 'data_root', None))
+    return FolderDataset(root)
 
 
 def _vqa_files(short_name):
@@ -115,7 +114,8 @@ DATASETS = MappingProxyType({
     'voc12': _entry('voc12', _build_voc12, 'voc12_root', VOC12_CLASS_NAMES,
                     REFERENCE_TEXT_ALIASES, 'voc', train_list='train_aug', infer_list='train_aug',
                     seg_train_list='train_aug', clims_learning_rate=3.5e-4, hyper='10,8,0.2'),
-    # run_coco14_qa_clims.sh (LR=0.00001, HYPER=30,24,0.2; run_sample_coco.py's default hyper).
+    # the reference's run_coco14_qa_clims.sh (LR=0.00001, HYPER=30,24,0.2; run_sample_coco.py's
+    # default hyper).
     # COCO has no palette of its own: the generic 256-colour map of misc/palette.py.
     'coco14': _entry('coco14', _build_coco14, 'mscoco_root', COCO14_CLASS_NAMES,
                      REFERENCE_TEXT_ALIASES, 'coco', train_list='train', infer_list='train',
@@ -141,12 +141,8 @@ def per_dataset_help(flag):
         '%s %s' % (name, entry.defaults[flag]) for name, entry in DATASETS.items())
 
 
-def fill_dataset_defaults(args):
-    """Set every per-dataset flag left at None to the dataset's value; returns the
-    {flag: value} filled."""
-    filled = {}
-    for flag, value in dataset_entry(args.dataset).defaults.items():
-        if getattr(args, flag, None) is None:
-            setattr(args, flag, value)
-            filled[flag] = value
-    return filled
+def missing_dataset_defaults(name, given):
+    """{flag: dataset ``name``'s value} of each per-dataset flag whose value in
+    ``given`` ({flag: value}) is None."""
+    return {flag: value for flag, value in dataset_entry(name).defaults.items()
+            if given.get(flag) is None}

@@ -113,6 +113,15 @@ def random_scale_pair(img, label, scale_range):
     return pil_rescale(img, scale, 3), pil_rescale(label, scale, 0)
 
 
+def check_rescale_range(rescale, flag):
+    """The factor range of :func:`random_scale_pair` given as ``flag`` is empty (no
+    rescaling) or MIN,MAX with 0 < MIN <= MAX."""
+    if rescale and (len(rescale) != 2 or not 0 < rescale[0] <= rescale[1]):
+        raise ValueError('%s %s: give MIN,MAX with 0 < MIN <= MAX (the reference: '
+                         '0.5,1.5; IRNet\'s (0.5, 1.0, 1.5) draws in 0.5,1.0), or "" for no '
+                         'rescaling' % (flag, ','.join('%g' % v for v in rescale)))
+
+
 def random_lr_flip_pair(img, label):
     """Flip image and label together with probability 1/2."""
     if bool(random.getrandbits(1)):
@@ -137,6 +146,13 @@ def imagenet_normalize(img):
 
 def hwc_to_chw(img):
     return np.transpose(img, (2, 0, 1))
+
+
+def scaled_network_input(img, scale):
+    """float32 [3, h, w] network input of a uint8 [H, W, 3] image at ``scale``: PIL
+    bicubic rescale to (round(H*s), round(W*s)) (scale 1 keeps the image), ImageNet
+    normalisation, channels first (a view, not contiguous)."""
+    return hwc_to_chw(imagenet_normalize(img if scale == 1 else pil_rescale(img, scale, 3)))
 
 
 def strided_size(size, stride):

@@ -20,6 +20,7 @@ import zlib
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+from safetensors.torch import save as safetensors_save
 
 PARTIAL_SUFFIX = '.partial'
 _PARTIAL_NAME = re.compile(r'^\..+\.(?P<pid>\d+)(?:@(?P<host>[^@/]+))?\.partial$')
@@ -30,6 +31,12 @@ _PNG_END = b'\x00\x00\x00\x00IEND\xaeB`\x82'
 MAX_ASPECT_RATIO = 100      # the long-side resize to 320 px still leaves >= 3 px of the short side
 MIN_IMAGE_SIDE = 2          # a rescale by 0.5 still leaves >= 1 px
 _HELD_LOCKS = {}            # lock path -> open descriptor holding the flock
+
+
+def per_image_file(folder, image_id, suffix):
+    """``<folder>/<image_id><suffix>``: the file of one image in a folder of per-image
+    outputs (CAMs ``.npz``, label maps ``.png``; docs/formats.md)."""
+    return os.path.join(folder, image_id + suffix)
 
 
 def writer_tag():
@@ -217,6 +224,24 @@ def load_npz(path, required=()):
         raise ValueError('%s lacks the arrays %s; it was not written by this toolkit '
                          '(or by an older version): delete it and rerun' % (path, missing))
     return out
+
+
+def safetensors_bytes(tensors, metadata=None):
+    """A safetensors file's bytes with its metadata keys in sorted order.
+
+    The safetensors writer emits the metadata in hash order, which changes
+    from process to process; sorting makes equal inputs give equal files.
+    The header keeps its length (a reordering), so the tensor offsets hold.
+    """
+    data = safetensors_save(tensors, metadata)
+    size = int.from_bytes(data[:8], 'little')
+    header = json.loads(data[8:8 + size])
+    if not header.get('__metadata__'):
+        return data
+    header['__metadata__'] = dict(sorted(header['__metadata__'].items()))
+    text = json.dumps(header, separators=(',', ':'), ensure_ascii=False).encode()
+    text += b' ' * (-len(text) % 8)
+    return len(text).to_bytes(8, 'little') + text + data[8 + size:]
 
 
 def save_json(path, obj):

@@ -1,5 +1,9 @@
-"""Optimisers and schedules with the reference's effective settings."""
+"""Optimisers and schedules with the reference's effective settings, and the
+floating-point types the precision flags name."""
 import torch
+
+# --clip_dtype, --vqa_dtype: name -> torch dtype
+FLOAT_DTYPES = {'float32': torch.float32, 'float16': torch.float16, 'bfloat16': torch.bfloat16}
 
 
 def poly_lr_lambda(max_step, power=0.9):

@@ -12,9 +12,9 @@ import re
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save
+from safetensors.torch import load_file
 
-from misc.io import atomic_write
+from misc.io import atomic_write, safetensors_bytes
 
 # Prefixes under which the reference registers modules a second time.
 REFERENCE_ALIAS_PREFIXES = ('stage1.', 'stage2.', 'stage3.', 'stage4.', 'backbone.',
@@ -96,24 +96,38 @@ def canonical_state_dict(state, alias_prefixes=REFERENCE_ALIAS_PREFIXES):
     return out
 
 
+def state_dict_mismatch(state, expected):
+    """What keeps ``state`` from loading strictly where ``expected`` is the module's
+    state dict: '' when it fits, else the counts and first names of the missing
+    keys, the unexpected keys and the shape mismatches."""
+    missing = sorted(k for k in expected if k not in state)
+    unexpected = sorted(k for k in state if k not in expected)
+    wrong_shape = sorted(k for k in expected if k in state and state[k].shape != expected[k].shape)
+    if not (missing or unexpected or wrong_shape):
+        return ''
+    return '%d missing keys %s, %d unexpected keys %s, %d shape mismatches %s' % (
+        len(missing), missing[:4], len(unexpected), unexpected[:4], len(wrong_shape),
+        ['%s %s vs %s' % (k, tuple(state[k].shape), tuple(expected[k].shape))
+         for k in wrong_shape[:2]])
+
+
+def load_state_strictly(module, state, what, hint=''):
+    """Load ``state`` into ``module``; a mismatch is a ValueError
+    '<what>: <mismatch><hint>' (``what`` names the file)."""
+    mismatch = state_dict_mismatch(state, module.state_dict())
+    if mismatch:
+        raise ValueError('%s: %s%s' % (what, mismatch, hint))
+    module.load_state_dict(state, strict=True)
+    return module
+
+
 def load_weights(model, path):
     """Load ``path`` into ``model`` strictly; a mismatch is an error naming the file."""
     aliases = getattr(model, 'reference_alias_prefixes', REFERENCE_ALIAS_PREFIXES)
     state = canonical_state_dict(read_state_dict(path), aliases)
-    expected = model.state_dict()
-    missing = sorted(k for k in expected if k not in state)
-    unexpected = sorted(k for k in state if k not in expected)
-    wrong_shape = sorted(k for k in expected if k in state and state[k].shape != expected[k].shape)
-    if missing or unexpected or wrong_shape:
-        raise ValueError(
-            'weights %s do not fit %s: %d missing keys %s, %d unexpected keys %s, %d shape '
-            'mismatches %s (is this the checkpoint of another network?)'
-            % (path, type(model).__name__, len(missing), missing[:4], len(unexpected),
-               unexpected[:4], len(wrong_shape),
-               ['%s %s vs %s' % (k, tuple(state[k].shape), tuple(expected[k].shape))
-                for k in wrong_shape[:2]]))
-    model.load_state_dict(state, strict=True)
-    return model
+    return load_state_strictly(model, state, 'weights %s do not fit %s'
+                               % (path, type(model).__name__),
+                               ' (is this the checkpoint of another network?)')
 
 
 def load_backbone(backbone, path, prefix):
@@ -133,7 +147,7 @@ def load_backbone(backbone, path, prefix):
 def save_weights(model, path, metadata=None):
     """Atomically write the model's state dict as safetensors (``metadata``: str -> str)."""
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    data = save(state, metadata)
+    data = safetensors_bytes(state, metadata)
     with atomic_write(path) as f:
         f.write(data)
 

@@ -36,7 +36,7 @@ from PIL import Image
 from torch import nn
 
 from misc.imutils import IMAGENET_MEAN, IMAGENET_STD
-from net.checkpoint import read_state_dict
+from net.checkpoint import load_state_strictly, read_state_dict
 from net.resnet50 import FixedBatchNorm
 
 CAFFE_BGR_MEAN = (104.008, 116.669, 122.675)
@@ -270,15 +270,7 @@ def load_backbone_weights(model, path):
     for key in expected:
         if key.endswith('num_batches_tracked') and key not in state:
             state[key] = expected[key]
-    missing = sorted(k for k in expected if k not in state)
-    unexpected = sorted(k for k in state if k not in expected)
-    wrong_shape = sorted(k for k in expected if k in state and state[k].shape != expected[k].shape)
-    if missing or unexpected or wrong_shape:
-        raise ValueError('%s is not a ResNet-101 state dict: %d missing keys %s, %d unexpected %s,'
-                         ' %d shape mismatches %s' % (path, len(missing), missing[:4],
-                                                      len(unexpected), unexpected[:4],
-                                                      len(wrong_shape), wrong_shape[:4]))
-    model.backbone.load_state_dict(state, strict=True)
+    load_state_strictly(model.backbone, state, '%s is not a ResNet-101 state dict' % path)
 
 
 def build_segmentation_model(arch, n_classes, backbone_weights=None, warn=None, msc=False):

@@ -10,6 +10,7 @@ from torch import nn
 from torchvision.models.resnet import Bottleneck
 
 from net.backbone import CamBackbone
+from net.checkpoint import load_state_strictly
 
 STRIDES = (2, 2, 2, 1)          # conv1, layer2, layer3, layer4 (the reference's resnet50 strides)
 
@@ -112,8 +113,4 @@ class ResNet50(CamBackbone, torchvision.models.ResNet):
                                     'and pass its path)' % path)
         state = torch.load(path, map_location='cpu', weights_only=True)
         state = {k: v for k, v in state.items() if not k.startswith('fc.')}
-        result = self.load_state_dict(state, strict=False)
-        if result.missing_keys or result.unexpected_keys:
-            raise ValueError('%s is not a torchvision ResNet-50 state dict: missing %s, '
-                             'unexpected %s' % (path, result.missing_keys[:5],
-                                                result.unexpected_keys[:5]))
+        load_state_strictly(self, state, '%s is not a torchvision ResNet-50 state dict' % path)

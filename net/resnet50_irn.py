@@ -193,3 +193,15 @@ def irn_total_loss(losses, bg_pos, fg_pos, neg):
              'dp_fg': dp_fg_loss, 'dp_bg': dp_bg_loss}
     terms['loss'] = (terms['pos'] + neg_loss) / 2 + (dp_fg_loss + dp_bg_loss) / 2
     return terms
+
+
+def estimate_mean_shift(irnet, images):
+    """Set ``mean_shift`` to the mean displacement over the batches ``images`` (on the
+    network's device), with the network in eval mode as in the reference."""
+    irnet.eval()
+    means = []
+    with torch.no_grad():
+        for img in images:
+            _, dp = irnet(img)
+            means.append(dp.mean(dim=(0, 2, 3)).cpu())
+    irnet.mean_shift.running_mean.copy_(torch.stack(means).mean(0))

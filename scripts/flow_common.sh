@@ -1,15 +1,14 @@
 # Sourced by the run_*.sh flows: sets $repo, the dataset arguments ${data[@]}
-# (DATASET=voc12 with VOC12_ROOT, or coco14 with MSCOCO_ROOT), the launcher
+# (--dataset $DATASET and its root flag from the dataset registry, valued by the
+# variable of that flag's name in capitals: VOC12_ROOT, MSCOCO_ROOT, DATA_ROOT), the launcher
 # ${launch[@]} (torchrun when NGPU > 1), `run`, which executes a command, or
 # with DRY_RUN=1 only prints it (one line, shell-quoted, full arguments), and
 # `python_defaults`, which fills the flow's settings from run_sample.py.
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DRY_RUN=${DRY_RUN:-0}
-if [ "$DATASET" = coco14 ]; then
-    data=(--dataset coco14 --mscoco_root "$MSCOCO_ROOT")
-else
-    data=(--voc12_root "$VOC12_ROOT")
-fi
+root_flag=$("$PYTHON" "$repo/run_sample.py" --print_root_flag "$DATASET")
+root_variable=${root_flag^^}
+data=(--dataset "$DATASET" "--$root_flag" "${!root_variable:-}")
 if [ "$NGPU" -gt 1 ]; then
     launch=("$PYTHON" -m torch.distributed.run --nproc_per_node "$NGPU")
 else

@@ -10,19 +10,19 @@ COCO the reference protocol covers the first 10,000 images of
 ``--train_list`` (:mod:`coco14.protocol`).
 """
 import multiprocessing
-import os
 
 import numpy as np
 from tqdm import tqdm
 
 from coco14 import protocol
-from misc import dist, provenance
-from misc.cam import CamFiles
-from misc.crf import crf_inference_label
-from misc.io import save_png
+from misc import dist
+from misc.io import per_image_file, save_png
 from misc.logutil import get_logger
-from misc.paths import in_work_space
-from misc.stage import pending_shard, prepare
+from pipeline import provenance
+from pipeline.paths import in_work_space
+from pipeline.stage import pending_shard, prepare
+from wsss.cam import CamFiles
+from wsss.crf import crf_inference_label
 
 
 def confident_label(img, high_res, keys, fg_thres, bg_thres):
@@ -47,15 +47,17 @@ def _label_one(job):
     cams = cam_files.load(image_id, required=('keys', 'high_res'))
     conf = confident_label(source.read_image(image_id), cams['high_res'], cams['keys'],
                            fg_thres, bg_thres)
-    save_png(os.path.join(out_dir, image_id + '.png'), conf)
+    save_png(per_image_file(out_dir, image_id, '.png'), conf)
     return image_id
 
 
 def run(args):
     log = get_logger()
     _, source, listed = prepare(args, args.train_list)
-    ids = protocol.cam_image_ids(args, listed)
-    cam_files, out_dir = CamFiles.from_args(args), in_work_space(args, args.ir_label_out_dir)
+    reference = protocol.reference_protocol(args.dataset, args.coco_protocol)
+    ids = protocol.cam_image_ids(listed, reference)
+    cam_files = CamFiles(in_work_space(args.work_space, args.cam_out_dir), args.import_reference_cams)
+    out_dir = in_work_space(args.work_space, args.ir_label_out_dir)
     cam_files.require(ids, args.train_list)
     record = provenance.stage_record('cam_to_ir_label', args,
                                      upstream={'cams': provenance.cams_record(cam_files)})

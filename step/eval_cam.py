@@ -6,7 +6,7 @@ at the threshold, argmax, confusion against the GT (void ignored), IoU per
 class and mIoU (nanmean). With ``--eval_cam_best True`` every threshold of
 the reference sweep (VOC: 0.05, 0.06, ..., 0.59; COCO under
 ``--coco_protocol reference``: 0.10, 0.12, ..., 0.58) is scored in ONE pass
-over the CAM files (:class:`misc.metrics.ThresholdSweep`), and both the best
+over the CAM files (:class:`wsss.metrics.ThresholdSweep`), and both the best
 threshold and the one the reference's early-stopping loop reports are
 recorded. On COCO the reference protocol scores the first 9,999 images of
 the split (:mod:`coco14.protocol`). The authors' ``.npy`` CAMs are read with
@@ -20,22 +20,21 @@ import numpy as np
 from tqdm import tqdm
 
 from coco14 import protocol
-from data import build_source
-from misc import provenance
-from misc.cam import CamFiles
 from misc.io import save_json
 from misc.logutil import get_logger
-from misc.metrics import ThresholdSweep, among_predfg_bg, original_early_stop_best
-from misc.paths import cam_out_dir
-from misc.report import iou_table
-from misc.stage import ids_to_score
+from pipeline import provenance
+from pipeline.paths import in_work_space
+from pipeline.report import class_scores, evaluated, iou_table
+from pipeline.stage import build_source, ids_to_score
+from wsss.cam import CamFiles
+from wsss.metrics import ThresholdSweep, among_predfg_bg, original_early_stop_best
 
 SWEEP_THRESHOLDS = tuple(i / 100.0 for i in range(5, 60))
 
 
 def reference_sweep(args):
     """The thresholds of the reference ``--eval_cam_best`` loop, ascending."""
-    if protocol.reference_protocol(args):
+    if protocol.reference_protocol(args.dataset, args.coco_protocol):
         return protocol.SWEEP_THRESHOLDS
     return SWEEP_THRESHOLDS
 
@@ -82,10 +81,10 @@ def sweep_summary(sweep, thresholds, args):
 def summarise(source, sweep, thresholds, args, n_images):
     main = sweep.result(thresholds.index(args.cam_eval_thres))
     result = {
-        'dataset': source.name, 'split': args.chainer_eval_set, 'n_images': n_images,
-        'cam_out_dir': cam_out_dir(args), 'threshold': args.cam_eval_thres,
-        'miou': main['miou'], 'iou': main['iou'].tolist(),
-        'iou_by_class': dict(zip(source.label_names, main['iou'].tolist())),
+        **evaluated(source, args.chainer_eval_set, n_images),
+        'cam_out_dir': in_work_space(args.work_space, args.cam_out_dir),
+        'threshold': args.cam_eval_thres,
+        **class_scores(main['iou'], source.label_names),
         'among_predfg_bg': among_predfg_bg(main['confusion']),
         'confusion': main['confusion'].tolist(),
     }
@@ -99,11 +98,12 @@ def summarise(source, sweep, thresholds, args, n_images):
 def run(args):
     log = get_logger()
     source = build_source(args)
-    listed = protocol.eval_cam_image_ids(args, source.ids(args.chainer_eval_set))
+    reference = protocol.reference_protocol(args.dataset, args.coco_protocol)
+    listed = protocol.eval_cam_image_ids(source.ids(args.chainer_eval_set), reference)
     ids = ids_to_score(source, listed, args.chainer_eval_set, 'eval_cam')
     if not ids:
         return None
-    cam_files = CamFiles.from_args(args)
+    cam_files = CamFiles(in_work_space(args.work_space, args.cam_out_dir), args.import_reference_cams)
     cam_files.require(ids, args.chainer_eval_set)
     thresholds = sweep_thresholds(args)
     sweep = accumulate(source, ids, cam_files, thresholds)

@@ -9,7 +9,7 @@ per image and atomically (``<seg_out_dir>/`` without CRF, ``<seg_out_dir>_crf/``
 with it, ``<seg_out_dir>_color/`` the final one in the dataset's palette), so a
 killed run resumes where it stopped (predictions made with other weights or
 inference settings, recorded in ``<seg_out_dir>.provenance.json``, are
-removed and redone; :mod:`misc.provenance`); under torchrun every process predicts its
+removed and redone; :mod:`pipeline.provenance`); under torchrun every process predicts its
 own share of the images and the confusion matrices are summed over processes.
 ``work_space/eval_seg.json`` holds mIoU and per-class IoU (and the CRF
 variant). With ``--seg_submission True`` the final predictions are also written
@@ -23,17 +23,19 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from misc import dist, imutils, provenance
-from misc.crf import crf_inference_prob
-from misc.io import atomic_write, read_label_png, remove_partial_files, save_json, save_png
+from misc import dist, imutils
+from misc.io import (atomic_write, per_image_file, read_label_png, remove_partial_files, save_json,
+                     save_png)
 from misc.logutil import get_logger
-from misc.metrics import confusion_matrix, iou_from_confusion, mean_iou
-from misc.paths import in_work_space
-from misc.report import comparison_table
-from misc.stage import ids_to_score, pending_shard, prepare
-from misc.training import autocast_context
 from net.checkpoint import load_weights, read_weights_metadata
 from net.deeplab import ARCHITECTURES
+from pipeline import provenance
+from pipeline.engine import autocast_context
+from pipeline.paths import in_work_space
+from pipeline.report import class_scores, comparison_table, evaluated
+from pipeline.stage import ids_to_score, pending_shard, prepare
+from wsss.crf import crf_inference_prob
+from wsss.metrics import confusion_matrix, iou_from_confusion
 
 SUBMISSION_DIR = os.path.join('results', 'VOC2012', 'Segmentation', 'comp6_test_cls')
 
@@ -45,9 +47,8 @@ def multiscale_probs(model, imgs, scales, device, amp=False, flip=True):
     n, (h, w) = len(imgs), imgs[0].shape[:2]
     total = None
     for s in scales:
-        x = torch.from_numpy(np.stack([np.ascontiguousarray(imutils.hwc_to_chw(
-            imutils.imagenet_normalize(img if s == 1 else imutils.pil_rescale(img, s, 3))))
-            for img in imgs])).to(device)
+        x = torch.from_numpy(np.stack([np.ascontiguousarray(imutils.scaled_network_input(img, s))
+                                       for img in imgs])).to(device)
         with autocast_context(device, amp):
             logits = model(torch.cat([x, x.flip(-1)]) if flip else x).float()
         if flip:
@@ -68,13 +69,13 @@ def predictions(probs, img, use_crf):
 
 def prediction_dirs(args, variants):
     """{variant: folder of its grayscale PNGs}."""
-    out_dir = in_work_space(args, args.seg_out_dir)
+    out_dir = in_work_space(args.work_space, args.seg_out_dir)
     return {v: out_dir if v == 'plain' else out_dir + '_' + v for v in variants}
 
 
 def load_model(args, n_class, device):
     """The trained network; a weights file that records another architecture is refused."""
-    path = in_work_space(args, args.seg_weights_name)
+    path = in_work_space(args.work_space, args.seg_weights_name)
     if not os.path.isfile(path):
         raise FileNotFoundError('segmentation weights %s do not exist: run train_seg first '
                                 '(--train_seg_pass True) or set --seg_weights_name' % path)
@@ -92,7 +93,7 @@ def load_model(args, n_class, device):
 def predictions_record(args):
     """Provenance of the predictions: the weights (and their record) and the inference
     settings; predictions made under another record are redone."""
-    weights = in_work_space(args, args.seg_weights_name)
+    weights = in_work_space(args.work_space, args.seg_weights_name)
     return provenance.stage_record(
         'eval_seg', args, files={'seg_weights_name': weights},
         upstream={'seg_weights_name': provenance.weights_record(weights)})
@@ -102,9 +103,9 @@ def copy_submission(ids, color_dir, work_space):
     """The final colour predictions in the VOC server layout (this process's share)."""
     out_dir = os.path.join(work_space, SUBMISSION_DIR)
     for image_id in ids[dist.rank()::dist.world_size()]:
-        with open(os.path.join(color_dir, image_id + '.png'), 'rb') as src:
+        with open(per_image_file(color_dir, image_id, '.png'), 'rb') as src:
             data = src.read()
-        with atomic_write(os.path.join(out_dir, image_id + '.png')) as dst:
+        with atomic_write(per_image_file(out_dir, image_id, '.png')) as dst:
             dst.write(data)
 
 
@@ -121,10 +122,10 @@ def predict_images(model, source, ids, args, dirs, device):
             probs = multiscale_probs(model, [img], args.seg_eval_scales, device, args.amp,
                                      args.seg_eval_flip)[0]
             preds = predictions(probs, img, args.seg_crf)
-            save_png(os.path.join(dirs[final] + '_color', image_id + '.png'), preds[final],
+            save_png(per_image_file(dirs[final] + '_color', image_id, '.png'), preds[final],
                      palette)
             for variant in variants:
-                save_png(os.path.join(dirs[variant], image_id + '.png'), preds[variant])
+                save_png(per_image_file(dirs[variant], image_id, '.png'), preds[variant])
 
 
 def summed_confusions(source, ids, dirs, n_class, device):
@@ -134,20 +135,16 @@ def summed_confusions(source, ids, dirs, n_class, device):
     for variant, folder in dirs.items():
         conf = np.zeros((n_class, n_class), np.int64)
         for image_id in ids[dist.rank()::dist.world_size()]:
-            pred = read_label_png(os.path.join(folder, image_id + '.png'))
+            pred = read_label_png(per_image_file(folder, image_id, '.png'))
             conf += confusion_matrix(pred, source.read_mask(image_id), n_class)
         confusions[variant] = dist.all_reduce_sum(conf, device)
     return confusions
 
 
 def scores(confusions, label_names):
-    result = {}
-    for key, conf in confusions.items():
-        iou = iou_from_confusion(conf)
-        result[key] = {'miou': mean_iou(iou), 'iou': iou.tolist(),
-                       'iou_by_class': dict(zip(label_names, iou.tolist())),
-                       'confusion': conf.tolist()}
-    return result
+    """{variant: its class scores and confusion matrix}."""
+    return {key: {**class_scores(iou_from_confusion(conf), label_names),
+                  'confusion': conf.tolist()} for key, conf in confusions.items()}
 
 
 def run(args):
@@ -177,7 +174,7 @@ def run(args):
                  dirs[variants[-1]])
         return None
     confusions = summed_confusions(source, scored, dirs, n_class, device)
-    result = {'dataset': source.name, 'split': args.seg_eval_set, 'n_images': len(scored),
+    result = {**evaluated(source, args.seg_eval_set, len(scored)),
               'arch': args.seg_arch, 'msc': args.seg_msc, 'flip': args.seg_eval_flip,
               'scales': list(args.seg_eval_scales),
               **scores(confusions, source.label_names),

@@ -18,14 +18,13 @@ import numpy as np
 from tqdm import tqdm
 
 from coco14 import protocol
-from data import build_source
-from misc import provenance
-from misc.io import read_label_png, save_json
+from misc.io import per_image_file, read_label_png, save_json
 from misc.logutil import get_logger
-from misc.metrics import confusion_matrix, fp_fn_rates, mean_iou
-from misc.paths import in_work_space
-from misc.report import iou_table
-from misc.stage import ids_to_score
+from pipeline import provenance
+from pipeline.paths import in_work_space
+from pipeline.report import class_scores, evaluated, iou_table
+from pipeline.stage import build_source, ids_to_score
+from wsss.metrics import confusion_matrix, fp_fn_rates
 
 
 def read_prediction(path, shape):
@@ -40,12 +39,13 @@ def read_prediction(path, shape):
 def run(args):
     log = get_logger()
     source = build_source(args)
-    listed = protocol.cam_image_ids(args, source.ids(args.chainer_eval_set))
+    reference = protocol.reference_protocol(args.dataset, args.coco_protocol)
+    listed = protocol.cam_image_ids(source.ids(args.chainer_eval_set), reference)
     ids = ids_to_score(source, listed, args.chainer_eval_set, 'eval_sem_seg')
     if not ids:
         return None
-    pred_dir = in_work_space(args, args.sem_seg_out_dir)
-    missing = [i for i in ids if not os.path.isfile(os.path.join(pred_dir, i + '.png'))]
+    pred_dir = in_work_space(args.work_space, args.sem_seg_out_dir)
+    missing = [i for i in ids if not os.path.isfile(per_image_file(pred_dir, i, '.png'))]
     if missing:
         raise FileNotFoundError('%d of %d pseudo masks are missing in %s (first: %s.png); run '
                                 'make_sem_seg first' % (len(missing), len(ids), pred_dir, missing[0]))
@@ -53,13 +53,11 @@ def run(args):
     conf = np.zeros((n_class, n_class), np.int64)
     for image_id in tqdm(ids, desc='eval_sem_seg', dynamic_ncols=True):
         gt = source.read_mask(image_id)
-        pred = read_prediction(os.path.join(pred_dir, image_id + '.png'), gt.shape)
+        pred = read_prediction(per_image_file(pred_dir, image_id, '.png'), gt.shape)
         conf += confusion_matrix(pred, gt, n_class)
     rates = fp_fn_rates(conf)
-    result = {'dataset': source.name, 'split': args.chainer_eval_set, 'n_images': len(ids),
-              'sem_seg_out_dir': pred_dir, 'miou': mean_iou(rates['iou']),
-              'iou': rates['iou'].tolist(),
-              'iou_by_class': dict(zip(source.label_names, rates['iou'].tolist())),
+    result = {**evaluated(source, args.chainer_eval_set, len(ids)),
+              'sem_seg_out_dir': pred_dir, **class_scores(rates['iou'], source.label_names),
               'fp': rates['fp'].tolist(), 'fn': rates['fn'].tolist(),
               'printed_fp0_fn0': rates['printed_fp0_fn0'],
               'printed_mean_fp_fn_fg': rates['printed_mean_fp_fn_fg'],

@@ -7,25 +7,24 @@ written atomically; under torchrun every process takes its own shard. On
 COCO the reference protocol covers the first 10,000 images of
 ``--infer_list`` (:mod:`coco14.protocol`).
 """
-import os
 
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from coco14 import protocol
-from data import build_source
 from data.loaders import MultiScaleDataset
-from misc import dist, provenance
-from misc.cam import present_class_cams
-from misc.io import save_npz
+from misc import dist
+from misc.io import per_image_file, save_npz
 from misc.logutil import get_logger
-from misc.paths import cam_out_dir, cam_weights_path
-from misc.stage import pending_shard, prepare
-from misc.training import autocast_context
 from net.checkpoint import load_weights
 from net.registry import cam_network
 from net.resnet50_cam import InferenceCAM
+from pipeline import provenance
+from pipeline.engine import autocast_context
+from pipeline.paths import in_work_space
+from pipeline.stage import build_source, pending_shard, prepare
+from wsss.cam import present_class_cams
 
 
 def image_cams(model, pack, device):
@@ -61,7 +60,8 @@ def write_cams(args, model, out_dir, desc, record):
     made under another provenance ``record`` are redone."""
     log = get_logger()
     device, source, listed = prepare(args, args.infer_list)
-    ids = protocol.cam_image_ids(args, listed)
+    reference = protocol.reference_protocol(args.dataset, args.coco_protocol)
+    ids = protocol.cam_image_ids(listed, reference)
     provenance.claim_outputs(record, [out_dir], '.npz', args.overwrite)
     todo, shard = pending_shard(ids, out_dir, '.npz')
     log.info('%s: %d images, %d already done, %d in this process -> %s',
@@ -73,14 +73,14 @@ def write_cams(args, model, out_dir, desc, record):
     with torch.inference_mode(), autocast_context(device, args.amp):
         for pack in tqdm(loader, desc=desc, disable=not dist.is_main_process(), dynamic_ncols=True):
             keys, cam, high_res = image_cams(network, pack, device)
-            save_npz(os.path.join(out_dir, pack['name'][0] + '.npz'),
+            save_npz(per_image_file(out_dir, pack['name'][0], '.npz'),
                      keys=keys, cam=cam, high_res=high_res)
     dist.barrier()
 
 
 def run(args):
-    weights = cam_weights_path(args)
+    weights = in_work_space(args.work_space, args.cam_weights_name)
     n_classes = build_source(args).n_classes
     model = load_weights(cam_network(args.cam_network).cam(n_classes), weights)
-    write_cams(args, model, cam_out_dir(args), 'make_cam',
+    write_cams(args, model, in_work_space(args.work_space, args.cam_out_dir), 'make_cam',
                cams_record(args, 'make_cam', 'cam_weights_name', weights))

@@ -1,7 +1,7 @@
 """Pseudo masks by IRNet's random walk (docs/method.md#random-walk).
 
 Per image: the boundary map of the image and its flip, the stride-4 CAMs
-propagated with the sparse transition matrix (:mod:`misc.random_walk`),
+propagated with the sparse transition matrix (:mod:`wsss.random_walk`),
 upsampled x4, divided by their GLOBAL max, background padded at
 ``--sem_seg_bg_thres``, argmax -> class ids. Reference behaviour kept: an
 image whose CAMs are all zero gives 0/0 = NaN and the argmax labels it with
@@ -11,7 +11,6 @@ authors' ``.npy`` CAMs are read with ``--import_reference_cams True``; on
 COCO the reference protocol covers the first 10,000 images of
 ``--infer_list`` (:mod:`coco14.protocol`).
 """
-import os
 
 import numpy as np
 import torch
@@ -21,16 +20,17 @@ from tqdm import tqdm
 
 from coco14 import protocol
 from data.loaders import MultiScaleDataset
-from misc import dist, provenance
-from misc.cam import CamFiles
-from misc.io import save_png
+from misc import dist
+from misc.io import per_image_file, save_png
 from misc.logutil import get_logger
-from misc.paths import in_work_space
-from misc.random_walk import propagate_to_edge
-from misc.stage import pending_shard, prepare
 from net.checkpoint import load_weights
 from net.registry import cam_network
 from net.resnet50_irn import edge_map
+from pipeline import provenance
+from pipeline.paths import in_work_space
+from pipeline.stage import pending_shard, prepare
+from wsss.cam import CamFiles
+from wsss.random_walk import propagate_to_edge
 
 
 def random_walk_scores(cams, edge, size, beta, exp_times, bg_thres):
@@ -54,12 +54,13 @@ def pseudo_label(cams, keys, edge, size, args):
 def run(args):
     log = get_logger()
     device, source, listed = prepare(args, args.infer_list)
-    ids = protocol.cam_image_ids(args, listed)
-    cam_files = CamFiles.from_args(args)
-    out_dir = in_work_space(args, args.sem_seg_out_dir)
+    reference = protocol.reference_protocol(args.dataset, args.coco_protocol)
+    ids = protocol.cam_image_ids(listed, reference)
+    cam_files = CamFiles(in_work_space(args.work_space, args.cam_out_dir), args.import_reference_cams)
+    out_dir = in_work_space(args.work_space, args.sem_seg_out_dir)
     color_dir = out_dir + '_color' if args.sem_seg_color else None
     cam_files.require(ids, args.infer_list)
-    weights = in_work_space(args, args.irn_weights_name)
+    weights = in_work_space(args.work_space, args.irn_weights_name)
     model = load_weights(cam_network(args.cam_network).irnet(), weights).to(device).eval()
     record = provenance.stage_record(
         'make_sem_seg', args, files={'irn_weights_name': weights},
@@ -82,6 +83,6 @@ def run(args):
             cams = cam_files.load(image_id, required=('keys', 'cam'))
             label = pseudo_label(torch.from_numpy(cams['cam']), cams['keys'], edge, size, args)
             if color_dir:
-                save_png(os.path.join(color_dir, image_id + '.png'), label, palette)
-            save_png(os.path.join(out_dir, image_id + '.png'), label)
+                save_png(per_image_file(color_dir, image_id, '.png'), label, palette)
+            save_png(per_image_file(out_dir, image_id, '.png'), label)
     dist.barrier()

@@ -31,14 +31,14 @@ from tqdm import tqdm
 
 from data.folder import IMAGE_EXTENSIONS
 from misc import dist
-from misc.io import load_json, read_label_png, read_rgb, save_json, save_png
+from misc.io import load_json, per_image_file, read_label_png, read_rgb, save_json, save_png
 from misc.logutil import get_logger
 from misc.palette import color_map
-from misc.provenance import file_sha256
-from misc.paths import in_work_space
-from misc.stage import pending_shard
 from net.checkpoint import load_weights, read_weights_metadata
 from net.deeplab import ARCHITECTURES
+from pipeline.paths import in_work_space
+from pipeline.provenance import file_sha256
+from pipeline.stage import pending_shard
 from step.eval_seg import multiscale_probs, predictions
 
 OUTPUT_DIRS = ('masks', 'color', 'overlay')
@@ -127,9 +127,11 @@ def overlay(img, label, palette, alpha=OVERLAY_ALPHA):
 
 def write_outputs(out_dir, image_id, img, label, palette):
     """Colour, overlay, then the mask (its existence marks the image done)."""
-    save_png(os.path.join(out_dir, 'color', image_id + '.png'), label, palette)
-    save_png(os.path.join(out_dir, 'overlay', image_id + '.png'), overlay(img, label, palette))
-    save_png(os.path.join(out_dir, 'masks', image_id + '.png'), label)
+    color, over, mask = (per_image_file(os.path.join(out_dir, kind), image_id, '.png')
+                         for kind in ('color', 'overlay', 'masks'))
+    save_png(color, label, palette)
+    save_png(over, overlay(img, label, palette))
+    save_png(mask, label)
 
 
 def predict_batches(model, paths, batches, out_dir, settings, device, amp):
@@ -152,7 +154,7 @@ def summary(out_dir, paths, class_names):
     label_names = ['background'] + list(class_names)
     images = {}
     for image_id, path in paths.items():
-        label = read_label_png(os.path.join(out_dir, 'masks', image_id + '.png'))
+        label = read_label_png(per_image_file(os.path.join(out_dir, 'masks'), image_id, '.png'))
         ids, counts = np.unique(label, return_counts=True)
         images[image_id] = {'file': os.path.abspath(path), 'size': list(label.shape),
                             'classes': {label_names[c]: n / label.size
@@ -199,7 +201,7 @@ def run(args):
     if not args.predict_images:
         raise ValueError('the predict stage needs --predict_images DIR_OR_GLOB (the images to '
                          'segment)')
-    return predict(args.predict_images, in_work_space(args, args.seg_weights_name),
-                   in_work_space(args, args.predict_out_dir), args.seg_eval_scales,
+    return predict(args.predict_images, in_work_space(args.work_space, args.seg_weights_name),
+                   in_work_space(args.work_space, args.predict_out_dir), args.seg_eval_scales,
                    args.seg_eval_flip, args.seg_crf, args.predict_batch_size, args.device,
                    args.amp)

@@ -2,30 +2,24 @@
 
 The authors' recipe: ``net.resnet50_cam.Net`` on the ``--cam_network``
 backbone (ResNet-50; only conv1/bn1 frozen, no stage detached;
-``--cam_detach_early_stages True`` for IRNet's variant),
-multilabel soft-margin loss on globally pooled logits, SGD with the
-reference's effective settings (see :func:`misc.torchutils.reference_poly_sgd`)
-over all backbone tensors at the lr and the classifier at 10x. Saves a
-resumable training state after every epoch and the final weights as
-safetensors. Under torchrun it runs DDP with ``--cam_batch_size`` as the
-global batch.
+``--cam_detach_early_stages True`` for IRNet's variant), multilabel
+soft-margin loss on globally pooled logits, SGD with the reference's
+effective settings (:func:`misc.torchutils.reference_poly_sgd`) over all
+backbone tensors at the lr and the classifier at 10x, trained by
+:class:`pipeline.engine.Training` (``--cam_batch_size`` is the global batch).
 """
 import torch
 import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from data.loaders import ClassificationDataset
-from misc import dist, provenance
 from misc.logutil import get_logger
-from misc.paths import cam_weights_path, train_state_path
-from misc.stage import prepare
 from misc.torchutils import reference_poly_sgd
-from misc.training import (autocast_context, checkpoint_epoch, epoch_loader, load_train_state,
-                            per_rank_batch, write_final_weights)
 from net.registry import cam_network
 from net.resnet50 import estimate_batchnorm_statistics
+from pipeline.engine import seed_augmentation, start
+from pipeline.paths import in_work_space
+from pipeline.training_records import train_cam_record
 
 
 def build_training(args, n_classes, max_step, device):
@@ -43,7 +37,8 @@ def build_training(args, n_classes, max_step, device):
 
 
 def initialise_weights(model, args, dataset, device):
-    """ImageNet backbone weights, or (random backbone) BN statistics estimated on the data."""
+    """ImageNet backbone weights, or (random backbone) BN statistics estimated on the data
+    with the augmentation of epoch 0."""
     if args.imagenet_weights:
         model.backbone.load_imagenet_weights(args.imagenet_weights)
         return
@@ -51,88 +46,42 @@ def initialise_weights(model, args, dataset, device):
                          'random initialisation with BatchNorm statistics estimated on the '
                          'training images (fine for the demo and tests, not for reproducing '
                          'the paper)')
+    seed_augmentation(args.seed, 0)
     loader = DataLoader(dataset, batch_size=min(len(dataset), 16), shuffle=False)
     estimate_batchnorm_statistics(model, (pack['img'].to(device) for pack in loader))
 
 
-def batch_loss(net, pack, device, amp=False):
-    """(logits [N, n_classes], multilabel soft-margin loss) of a batch."""
-    with autocast_context(device, amp):
-        logits = net(pack['img'].to(device, non_blocking=True))
-        loss = F.multilabel_soft_margin_loss(logits.float(), pack['label'].to(device))
-    return logits, loss
+def batch_loss(forward, pack):
+    """Multilabel soft-margin loss of the batch's logits [N, n_classes]."""
+    return {'loss': F.multilabel_soft_margin_loss(forward(pack['img']).float(), pack['label'])}
 
 
-def train_step(net, pack, optimizer, scheduler, scaler, device, amp=False):
-    """One SGD step on a batch; returns (logits, loss). The gradients stay in ``.grad``."""
-    logits, loss = batch_loss(net, pack, device, amp)
-    optimizer.zero_grad()
-    scaler.scale(loss).backward()
-    scaler.step(optimizer)
-    scaler.update()
-    scheduler.step()
-    return logits, loss
-
-
-def validate(model, dataset, args, device):
-    """Mean multilabel soft-margin loss on the validation images (main process)."""
+def validation_loss(model, dataset, args, device):
+    """Mean multilabel soft-margin loss on the validation images."""
     loader = DataLoader(dataset, batch_size=args.cam_batch_size, shuffle=False,
                         num_workers=args.num_workers)
     model.eval()
-    total, n = 0.0, 0
     with torch.no_grad():
-        for pack in loader:
-            x = model(pack['img'].to(device))
-            total += F.multilabel_soft_margin_loss(x, pack['label'].to(device)).item()
-            n += 1
+        losses = [F.multilabel_soft_margin_loss(model(pack['img'].to(device)),
+                                                pack['label'].to(device)).item()
+                  for pack in loader]
     model.train()
-    return total / max(n, 1)
+    return sum(losses) / max(len(losses), 1)
 
 
 def run(args):
-    log = get_logger()
-    device, source, train_ids = prepare(args, args.train_list, seed=True)
-    dataset = ClassificationDataset(source, train_ids, resize_long=args.cam_resize_long,
-                                    hor_flip=True, crop_size=args.cam_crop_size,
-                                    crop_method='random')
-    batch = per_rank_batch(args.cam_batch_size)
-    steps_per_epoch = len(epoch_loader(dataset, batch, args, 0, True, True))
-    if steps_per_epoch == 0:
-        raise ValueError('%s has %d images, fewer than one batch of %d'
-                         % (args.train_list, len(dataset), args.cam_batch_size))
-    max_step = steps_per_epoch * args.cam_num_epoches
-
+    training, source, ids = start('train_cam', args, args.train_list)
+    device = training.device
+    dataset = ClassificationDataset(source, ids, resize_long=args.cam_resize_long, hor_flip=True,
+                                    crop_size=args.cam_crop_size, crop_method='random')
+    max_step = args.cam_num_epoches * training.plan(dataset, args.cam_batch_size,
+                                                    '--cam_batch_size')
     model, optimizer, scheduler = build_training(args, source.n_classes, max_step, device)
     initialise_weights(model, args, dataset, device)
-    weights_path = cam_weights_path(args)
-    state_path = train_state_path(weights_path)
-    record = provenance.stage_record(
-        'train_cam', args, lists={'train_list': provenance.list_sha256(train_ids, source)},
-        files={'imagenet_weights': args.imagenet_weights})
-    provenance.claim_train_state(state_path, record, args.overwrite)
-    start_epoch = load_train_state(state_path, model, optimizer, scheduler, device)
-    if start_epoch:
-        log.info('train_cam: resuming after epoch %d from %s', start_epoch, state_path)
-    net = DistributedDataParallel(model) if dist.world_size() > 1 else model
-    val_dataset = None
-    if args.val_list and dist.is_main_process():
-        val_dataset = ClassificationDataset(source, source.ids(args.val_list),
-                                            crop_size=args.cam_crop_size, crop_method='top_left')
-    log.info('train_cam: %d images, %d steps/epoch x %d epochs, batch %d (%d per process)',
-             len(dataset), steps_per_epoch, args.cam_num_epoches, args.cam_batch_size, batch)
-    scaler = torch.amp.GradScaler(device.type, enabled=args.amp and device.type == 'cuda')
-    net.train()
-    for epoch in range(start_epoch, args.cam_num_epoches):
-        loader = epoch_loader(dataset, batch, args, epoch, True, True)
-        bar = tqdm(loader, desc='train_cam %d/%d' % (epoch + 1, args.cam_num_epoches),
-                   disable=not dist.is_main_process(), dynamic_ncols=True)
-        for pack in bar:
-            _, loss = train_step(net, pack, optimizer, scheduler, scaler, device, args.amp)
-            bar.set_postfix(loss='%.4f' % loss.item(), lr='%.2e' % scheduler.get_last_lr()[0])
-        msg = 'train_cam epoch %d: last loss %.4f' % (epoch + 1, loss.item())
-        if val_dataset is not None:
-            msg += ', val loss %.4f' % validate(model, val_dataset, args, device)
-        log.info(msg)
-        checkpoint_epoch(state_path, model, optimizer, scheduler, epoch + 1)
-    write_final_weights(model, weights_path, 'train_cam')
-    provenance.write_weights_record(weights_path, record)
+    val = args.val_list and ClassificationDataset(source, source.ids(args.val_list),
+                                                  crop_size=args.cam_crop_size,
+                                                  crop_method='top_left')
+    training.fit(model, optimizer, scheduler, batch_loss, in_work_space(args.work_space, args.cam_weights_name),
+                 train_cam_record(args, source, ids), max_step,
+                 summary=val and (lambda: ', val loss %.4f'
+                                  % validation_loss(model, val, args, device)))

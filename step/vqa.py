@@ -17,19 +17,18 @@ import io
 import os
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from misc import dist
-from misc.io import atomic_write, load_json, save_json
+from misc.io import atomic_write, load_json, per_image_file, save_json
 from misc.logutil import get_logger
-from misc.paths import in_work_space
-from misc.stage import pending_shard, prepare
+from misc.torchutils import FLOAT_DTYPES
+from pipeline.paths import in_work_space
+from pipeline.stage import pending_shard, prepare
 from vqa.blip import BlipVQA
 from vqa.lemmatize import make_lemmatizer
 from vqa.results import BG_QUESTIONS, FG_QUESTIONS, validate_results
 
-DTYPES = {'float32': torch.float32, 'float16': torch.float16, 'bfloat16': torch.bfloat16}
 
 
 def class_questions(class_name, class_names):
@@ -64,7 +63,7 @@ def answer_images(model, source, ids, parts_dir, lemmatize, settings, batch_size
         for image_id, cls, ans in zip(batch, classes, answers):
             per_class = [ans[16 * k:16 * (k + 1)] for k in range(len(cls))]
             fg, bg = image_entries(cls, per_class, lemmatize)
-            save_json(os.path.join(parts_dir, image_id + '.json'),
+            save_json(per_image_file(parts_dir, image_id, '.json'),
                       {'fg': fg, 'bg': bg, 'settings': settings})
 
 
@@ -72,7 +71,7 @@ def require_same_settings(ids, parts_dir, settings):
     """Refuse to resume from part files written with other settings (model settings and
     lemmatiser): the results would mix the answers of both."""
     for image_id in ids:
-        path = os.path.join(parts_dir, image_id + '.json')
+        path = per_image_file(parts_dir, image_id, '.json')
         made = load_json(path).get('settings', {})
         differ = sorted(k for k in set(made) | set(settings) if made.get(k) != settings.get(k))
         if differ:
@@ -87,7 +86,7 @@ def merge_parts(ids, parts_dir, fg_path, bg_path, meta):
     """The two result files from the part files (sorted, atomically) + a meta sidecar."""
     fg, bg = {}, {}
     for image_id in sorted(ids):
-        part = load_json(os.path.join(parts_dir, image_id + '.json'))
+        part = load_json(per_image_file(parts_dir, image_id, '.json'))
         fg[image_id], bg[image_id] = part['fg'], part['bg']
     for results, path in ((fg, fg_path), (bg, bg_path)):
         validate_results(results, path)
@@ -109,12 +108,12 @@ def export_reference_npy(results, path):
 def run(args):
     log = get_logger()
     device, source, ids = prepare(args, args.vqa_list or args.train_list)
-    parts_dir = in_work_space(args, args.vqa_parts_dir)
+    parts_dir = in_work_space(args.work_space, args.vqa_parts_dir)
     todo, shard = pending_shard(ids, parts_dir, '.json')
     lemmatizer_name, lemmatize = make_lemmatizer(args.vqa_lemmatizer)
     log.info('vqa: %d images, %d done, %d in this process (model %s, lemmatiser %s)',
              len(ids), len(ids) - len(todo), len(shard), args.vqa_model, lemmatizer_name)
-    model = BlipVQA(args.vqa_model, device, DTYPES[args.vqa_dtype], args.vqa_image_size,
+    model = BlipVQA(args.vqa_model, device, FLOAT_DTYPES[args.vqa_dtype], args.vqa_image_size,
                     args.vqa_num_beams, args.vqa_max_length, args.vqa_min_length,
                     args.vqa_question_bos)
     settings = dict(model.settings(), lemmatizer=lemmatizer_name)
@@ -125,7 +124,8 @@ def run(args):
                       dist.is_main_process())
     dist.barrier()
     if dist.is_main_process():
-        fg_path, bg_path = in_work_space(args, args.vqa_fg_file), in_work_space(args, args.vqa_bg_file)
+        fg_path = in_work_space(args.work_space, args.vqa_fg_file)
+        bg_path = in_work_space(args.work_space, args.vqa_bg_file)
         meta = {'model': args.vqa_model, 'list': args.vqa_list or args.train_list,
                 'n_images': len(ids), **settings}
         fg, bg = merge_parts(ids, parts_dir, fg_path, bg_path, meta)

@@ -4,8 +4,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-import run_sample
 from misc import imutils
+import run_sample
 
 
 def reference_args(*flags):

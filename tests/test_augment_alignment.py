@@ -22,10 +22,10 @@ import pytest
 from PIL import Image
 
 from data.base import SegmentationSource
+from data.loaders import SegmentationTrainDataset
 from data.registry import DATASETS
-from data.loaders import AffinityDataset, SegmentationTrainDataset
 from misc.imutils import IMAGENET_MEAN, IMAGENET_STD
-from misc.path_index import PathIndex
+from wsss.path_index import AffinityDataset, PathIndex
 
 SEEDS = range(30)
 IGNORE = 255

@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-import run_sample
 from conftest import REF, REPO, VOC_MINI, reference_ids
+import run_sample
 
 IDS = reference_ids('trainval')
 
@@ -127,8 +127,8 @@ def test_eval_cam_names_missing_cam_files(tmp_path):
 def test_run_voc12_qa_clims_script_reproduces_reference_train_miou(tmp_path,
                                                                   clims_reference_weights):
     env = dict(os.environ, VOC12_ROOT=str(VOC_MINI), WORK_SPACE=str(tmp_path), SKIP_TRAIN='1',
-               CLIMS_WEIGHTS=str(clims_reference_weights), NUM_WORKERS='0', PYTHON=sys.executable,
-               INFER_LIST='train')
+               CLIMS_WEIGHTS_NAME=str(clims_reference_weights), NUM_WORKERS='0',
+               PYTHON=sys.executable, INFER_LIST='train')
     subprocess.run(['bash', str(REPO / 'run_voc12_qa_clims.sh')], env=env, check=True,
                    capture_output=True)
     ours = json.loads((tmp_path / 'eval_cam.json').read_text())

@@ -8,15 +8,15 @@ import pytest
 import torch
 from torch import nn
 
-import run_sample
 from conftest import VOC_MINI
 from data.loaders import multiscale_inputs
-from misc.cam import present_class_cams
 from misc.io import load_npz
 from net.backbone import CamBackbone
 from net.checkpoint import load_weights, read_state_dict
 from net.registry import CAM_NETWORKS, RESNET50, CamNetwork, cam_network
+import run_sample
 from voc12.devkit import VOC12
+from wsss.cam import present_class_cams
 
 SCALES = (1.0, 0.5)
 

@@ -2,11 +2,11 @@
 flags, and the reference's own flags and list paths (mapped or refused)."""
 import pytest
 
-import run_sample
 from conftest import VOC_MINI
-from data import build_source
 from data.registry import DATASETS, dataset_entry
 from net.registry import CAM_NETWORKS, RESNET50, CamNetwork
+from pipeline.stage import build_source
+import run_sample
 
 LAUNCHER_VARS = ('WORLD_SIZE', 'RANK', 'LOCAL_RANK')
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-import run_sample
-from conftest import REPO
 from coco14.dataset import COCO14
+from conftest import REPO
+import run_sample
 from tools.gen_text_feats_cache import main as gen_cache
 from tools.make_demo_coco import COCO_CATEGORY_IDS, generate_demo_coco
 from tools.make_tiny_blip import write_tiny_blip
@@ -91,7 +91,8 @@ def test_whole_pipeline_on_coco(tmp_path, coco):
         '--train_list', 'train', '--val_list', '', '--infer_list', 'train',
         '--chainer_eval_set', 'train', '--cam_batch_size', '2', '--cam_num_epoches', '1',
         '--cam_crop_size', '64', '--cam_resize_long', '48,96', '--cam_scales', '1.0,0.5',
-        '--clims_batch_size', '2', '--clims_num_epoches', '1', '--cam_weights_name',
+        '--clims_batch_size', '2', '--clims_num_epoches', '1', '--clims_crop_size', '64',
+        '--clims_resize_long', '48,96', '--cam_weights_name',
         'res50_cam.safetensors', '--clip', clip, '--mask_clip_weights', clip,
         '--vqa_fg_file', 'coco_vqa_fg.json', '--vqa_bg_file', 'coco_vqa_bg.json',
         '--vqa_fg_cache_file', 'fg.safetensors', '--vqa_bg_cache_file', 'bg.safetensors',
@@ -116,8 +117,8 @@ def test_whole_pipeline_on_coco(tmp_path, coco):
 
 def test_run_coco14_seg_script_on_ground_truth(tmp_path, coco):
     env = dict(os.environ, MSCOCO_ROOT=coco[0], WORK_SPACE=str(tmp_path), PYTHON=sys.executable,
-               NUM_WORKERS='0', LABEL_DIR='gt', BATCH_SIZE='2', CROP_SIZE='64', NUM_ITERS='2',
-               EVAL_SCALES='1.0', CRF='False', OMP_NUM_THREADS='2')
+               NUM_WORKERS='0', SEG_LABEL_DIR='gt', SEG_BATCH_SIZE='2', SEG_CROP_SIZE='64',
+               SEG_NUM_ITERS='2', SEG_EVAL_SCALES='1.0', CRF='False', OMP_NUM_THREADS='2')
     subprocess.run(['bash', str(REPO / 'run_coco14_seg.sh')], env=env, check=True,
                    capture_output=True)
     result = json.loads((tmp_path / 'eval_seg.json').read_text())

@@ -2,8 +2,8 @@
 import json
 import math
 
+from pipeline.report import comparison_table, iou_table
 import run_demo
-from misc.report import comparison_table, iou_table
 
 
 def test_demo_runs_end_to_end(tmp_path, capsys):

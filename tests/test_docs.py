@@ -15,14 +15,14 @@ import pytest
 import torch
 from torch import nn
 
-import net
-import run_sample
 from conftest import REPO
 from data import registry
 from misc.io import load_json, load_npz, read_label_png
 from net import registry as net_registry
+import net
 from net.backbone import CamBackbone
 from net.checkpoint import load_backbone, save_weights
+import run_sample
 
 DOCS = REPO / 'docs'
 TEXT_SUFFIXES = ('.py', '.md', '.sh', '.txt', '.ini', '.cfg', '.toml')

@@ -16,16 +16,16 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import VOC_MINI, reference_ids
+from misc.io import save_npz
+from net.registry import RESNET50
 import run_sample
 import step.cam_to_ir_label
 import step.make_sem_seg_labels
-from conftest import VOC_MINI, reference_ids
-from misc.cam import fuse_multiscale, normalize_cams, present_class_cams
-from misc.io import save_npz
-from misc.metrics import (ThresholdSweep, cam_to_label, confusion_matrix, iou_from_confusion,
-                          mean_iou)
-from net.registry import RESNET50
 from voc12.devkit import VOC12
+from wsss.cam import fuse_multiscale, normalize_cams, present_class_cams
+from wsss.metrics import (ThresholdSweep, cam_to_label, confusion_matrix, iou_from_confusion,
+                          mean_iou)
 
 SWEEP = [i / 100 for i in range(5, 60)]       # the reference --eval_cam_best thresholds
 SWEEP32 = np.array(SWEEP, np.float32)         # what the float32 CAMs are compared with

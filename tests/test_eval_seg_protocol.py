@@ -22,14 +22,14 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-import run_sample
 from conftest import VOC_MINI
-from misc.crf import crf_inference_prob
 from misc.imutils import IMAGENET_MEAN, IMAGENET_STD
 from misc.io import read_label_png
 from net.checkpoint import save_weights
 from net.deeplab import ARCHITECTURES
+import run_sample
 from voc12.devkit import VOC12
+from wsss.crf import crf_inference_prob
 
 EVAL_SET = 'val'
 SETTINGS = [((1.0,), False, False), ((0.5, 1.0, 1.5), True, True),

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import run_sample
 from conftest import REF, VOC_MINI
+import run_sample
 
 
 REFERENCE = json.loads((REF / 'eval_sem_seg.json').read_text())

@@ -16,14 +16,14 @@ import pytest
 import torch
 from PIL import Image
 
-import run_sample
 from conftest import REF, VOC_MINI, dead_pid, reference_ids, run_sample_cmd
 from data.registry import DATASETS
 from misc import io as mio
-from misc.stage import pending_shard
 from net.checkpoint import load_weights, save_weights
 from net.registry import RESNET50
 from net.resnet50_clims import CAM
+from pipeline.stage import pending_shard
+import run_sample
 
 
 def voc_args(work_space, *extra):

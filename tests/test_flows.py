@@ -15,9 +15,9 @@ import sys
 
 import pytest
 
-import run_sample
 from conftest import REPO
 from data.registry import dataset_entry
+import run_sample
 
 COLUMNS = ('stage', 'data', 'setting', 'flag', 'authors', 'source', 'ours', 'why')
 DATA_NAMES = {'voc12': 'VOC', 'coco14': 'COCO'}
@@ -210,8 +210,61 @@ def test_flows_repeat_no_python_default(script):
                                              ('coco14', 'run_coco14_qa_clims.sh')])
 def test_unset_settings_take_the_registry_value_and_set_ones_win(tmp_path, dataset, script):
     default = dataset_entry(dataset).defaults['clims_learning_rate']
-    for variables, expected in (({}, default), ({'LR': '0.5'}, 0.5)):
+    for variables, expected in (({}, default), ({'CLIMS_LEARNING_RATE': '0.5'}, 0.5)):
         training = [effective_args(argv) for argv in map(run_sample_argv,
                                                          dry_run(tmp_path, script, **variables))
                     if argv is not None][0]
         assert (training.dataset, training.clims_learning_rate) == (dataset, expected)
+
+
+def flag_variable_pairs(script):
+    """(VAR, flag) of each python_defaults VAR=flag pair and each '--flag "$VAR"' argument."""
+    text = (REPO / script).read_text().replace('\\\n', ' ')
+    calls = ' '.join(re.findall(r'^python_defaults (.*)$', text, flags=re.M))
+    pairs = [tuple(pair.split('=', 1)) for pair in calls.split()]
+    return pairs + [(var, flag) for flag, var in re.findall(r'--(\w+) "\$(\w+)"', text)]
+
+
+def test_each_flag_has_one_variable_named_after_it():
+    """A variable stands for one flag in every flow, and a flag has one variable; a
+    setting read from Python is named as its flag (CLIMS_BATCH_SIZE for
+    --clims_batch_size), so no name is reused for two stages' settings. (Lower-case
+    variables are the flows' own intermediate values, such as the dataset's VQA file
+    names that VQA_FG defaults to in vqa/, not settings.)"""
+    pairs = {(var, flag) for script in FLOWS for var, flag in flag_variable_pairs(script)
+             if var.isupper()}
+    flags_of, variables_of = {}, {}
+    for var, flag in pairs:
+        flags_of.setdefault(var, set()).add(flag)
+        variables_of.setdefault(flag, set()).add(var)
+    assert {var: flags for var, flags in flags_of.items() if len(flags) > 1} == {}
+    assert {flag: v for flag, v in variables_of.items() if len(v) > 1} == {}
+    for script in FLOWS:
+        for var in python_defaults_variables(script):
+            assert var.lower() in vars(run_sample.build_parser().parse_args([])), var
+    assert {'CAM_BATCH_SIZE', 'CLIMS_BATCH_SIZE', 'IRN_BATCH_SIZE', 'SEG_BATCH_SIZE',
+            'CLIMS_CROP_SIZE', 'IRN_CROP_SIZE', 'SEG_CROP_SIZE'} & set(flags_of) == {
+        'CLIMS_BATCH_SIZE', 'IRN_BATCH_SIZE', 'SEG_BATCH_SIZE', 'CLIMS_CROP_SIZE',
+        'IRN_CROP_SIZE', 'SEG_CROP_SIZE'}
+    assert not {'BATCH_SIZE', 'CROP_SIZE', 'LR', 'EPOCHS', 'EVAL_SET'} & set(flags_of)
+
+
+@pytest.mark.parametrize('dataset, variable, folder', [
+    ('voc12', 'VOC12_ROOT', '/data/voc'), ('coco14', 'MSCOCO_ROOT', '/data/coco'),
+    ('folder', 'DATA_ROOT', '/data/mine')])
+def test_the_dataset_folder_flag_comes_from_the_registry(tmp_path, dataset, variable, folder):
+    """flow_common.sh names no dataset: --dataset and its root flag (data/registry.py,
+    run_sample.py --print_root_flag) valued by the flag's variable."""
+    code = [line for line in (REPO / 'scripts' / 'flow_common.sh').read_text().splitlines()
+            if not line.lstrip().startswith('#')]
+    assert not [line for line in code if re.search(r'voc12|coco14|VOC12_ROOT|MSCOCO_ROOT', line)]
+    root_flag = dataset_entry(dataset).root_flag
+    assert variable == root_flag.upper()
+    done = subprocess.run([PYTHON, str(REPO / 'run_sample.py'), '--print_root_flag', dataset],
+                          capture_output=True, text=True, check=True)
+    assert done.stdout == root_flag + '\n'
+    for words in dry_run(tmp_path, 'run_voc12_sem_seg.sh', DATASET=dataset, **{variable: folder}):
+        argv = run_sample_argv(words)
+        args = effective_args(argv)
+        assert argv[:3] == ['--dataset', dataset, '--' + root_flag]
+        assert (args.dataset, getattr(args, root_flag)) == (dataset, folder)

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import run_sample
 from conftest import REF, VOC_MINI
-from data import build_source
 from data.folder import FolderDataset, FolderFormatError, read_classes, write_labels
 from misc.logutil import get_logger
+from pipeline.stage import build_source
+import run_sample
 from tools.voc_to_folder import convert
 from voc12.devkit import VOC12
 from vqa.text_features import TextFeatureCache, cache_texts, fg_prompted_answers
@@ -333,7 +333,8 @@ def flow_args(root, work_space, inputs, stages, *extra):
             '--vqa_model', inputs['blip'], '--vqa_batch_size', '4', '--vqa_image_size', '48',
             '--cam_batch_size', '4', '--cam_num_epoches', '1', '--cam_crop_size', '64',
             '--cam_resize_long', '48,80', '--cam_scales', '1.0,0.5',
-            '--clims_batch_size', '4', '--clims_num_epoches', '1', '--clip', inputs['clip'],
+            '--clims_batch_size', '4', '--clims_num_epoches', '1', '--clims_crop_size', '64',
+            '--clims_resize_long', '48,80', '--clip', inputs['clip'],
             '--mask_clip_weights', inputs['clip'],
             '--irn_backbone_weights', 'res50_cam.safetensors', '--irn_crop_size', '80',
             '--irn_batch_size', '4', '--irn_num_epoches', '1',

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import run_sample
 from conftest import REF, VOC_MINI
+import run_sample
 
 
 @pytest.mark.parametrize('folder, bg_thres', [('ir_label', 0.05), ('ir_label_default', None)])

@@ -1,4 +1,4 @@
-"""Tests of misc/metrics.py against the reference fixtures (eval_cam, eval_sem_seg)."""
+"""Tests of wsss/metrics.py against the reference fixtures (eval_cam, eval_sem_seg)."""
 import json
 import warnings
 
@@ -7,9 +7,9 @@ import pytest
 from PIL import Image
 
 from conftest import REF, VOC_MINI as VOC
-from misc.metrics import (ThresholdSweep, among_predfg_bg, cam_to_label, confusion_matrix,
-                          fp_fn_rates, iou_from_confusion, mean_iou, original_early_stop_best)
 from step.eval_cam import SWEEP_THRESHOLDS
+from wsss.metrics import (ThresholdSweep, among_predfg_bg, cam_to_label, confusion_matrix,
+                          fp_fn_rates, iou_from_confusion, mean_iou, original_early_stop_best)
 
 EVAL_CAM_REF = json.loads((REF / "eval_cam.json").read_text())
 EVAL_SEM_SEG_REF = json.loads((REF / "eval_sem_seg.json").read_text())

@@ -9,11 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-import run_sample
 from conftest import REPO, VOC_MINI, has_file_ending, kill_when
 from misc.palette import color_map
 from net.checkpoint import save_weights
 from net.deeplab import DeepLabV2
+import run_sample
 from step.predict import find_images, load_predictor, size_batches
 from tools.predict import main as predict_main
 from tools.voc_to_folder import convert

@@ -9,11 +9,13 @@ import shutil
 import pytest
 import torch
 
-import run_sample
 from conftest import REF, VOC_MINI
+from misc.io import release_outputs
 from net.checkpoint import load_weights, save_weights
 from net.deeplab import build_segmentation_model
 from net.resnet50_clims import CAM
+from pipeline import provenance
+import run_sample
 from voc12.devkit import VOC12
 
 
@@ -161,3 +163,46 @@ def test_eval_seg_json_names_the_weights_and_settings(tmp_path):
                        % sum(map(len, predictions))):
         run_sample.main(args + ['--seg_eval_flip', 'False', '--overwrite', 'False'])
     assert (pngs(tmp_path / 'seg_pred'), pngs(tmp_path / 'seg_pred_color')) == predictions
+
+
+def clims_record(**settings):
+    """A train_qa_clims record with the given settings, as weights carry it."""
+    return {'stage': 'train_qa_clims', 'settings': dict(settings, dataset='voc12'),
+            'files': {'cam_weights_name': None}, 'upstream': {'cam_weights_name': None}}
+
+
+def cams_record_over(clims):
+    return {'stage': 'make_clims', 'settings': {'dataset': 'voc12', 'cam_scales': [1.0]},
+            'files': {'clims_weights_name': 'f' * 64}, 'upstream': {'clims_weights_name': clims}}
+
+
+OLD_NAMES = {'cam_weight_decay': 1e-4, 'cam_crop_size': 512, 'cam_resize_long': [320, 640]}
+NEW_NAMES = {'clims_weight_decay': 1e-4, 'clims_crop_size': 512, 'clims_resize_long': [320, 640]}
+
+
+def test_records_with_the_old_qa_clims_setting_names_read_as_the_new_ones():
+    assert provenance.current_names(clims_record(**OLD_NAMES)) == clims_record(**NEW_NAMES)
+    nested = provenance.current_names(cams_record_over(clims_record(**OLD_NAMES)))
+    assert nested == cams_record_over(clims_record(**NEW_NAMES))
+    train_cam = {'stage': 'train_cam', 'settings': {'cam_crop_size': 512}, 'files': {},
+                 'upstream': {}}
+    assert provenance.current_names(train_cam) == train_cam
+
+
+@pytest.mark.parametrize('old_crop, kept', [(512, True), (448, False)])
+def test_outputs_recorded_under_the_old_names_are_reused_when_the_values_match(tmp_path, old_crop,
+                                                                                kept):
+    cams = tmp_path / 'cams'
+    cams.mkdir()
+    (cams / 'a.npz').write_bytes(b'cams of a')
+    old = cams_record_over(clims_record(**dict(OLD_NAMES, cam_crop_size=old_crop)))
+    (tmp_path / 'cams.provenance.json').write_text(json.dumps(old))
+    current = cams_record_over(clims_record(**NEW_NAMES))
+    if kept:
+        provenance.claim_outputs(current, [str(cams)], '.npz', overwrite=False)
+        assert (cams / 'a.npz').read_bytes() == b'cams of a'
+    else:
+        with pytest.raises(ValueError, match='upstream/clims_weights_name/settings/'
+                                             'clims_crop_size: 448 -> 512'):
+            provenance.claim_outputs(current, [str(cams)], '.npz', overwrite=False)
+    release_outputs()

@@ -1,15 +1,17 @@
 """One QA-CLIMS training step against qa_clims_step.npz (with and without the mask CLIP),
-built by the stage's own functions (step.train_qa_clims: text bank, objective, network,
-optimiser groups and schedule, step) from run_sample.py's arguments."""
+built by the stage's own functions (pipeline.qa_clims_inputs: text bank, objective;
+step.train_qa_clims: network, optimiser groups and schedule, batch terms; the engine's
+step) from run_sample.py's arguments."""
 import numpy as np
 import pytest
 import torch
 
-import run_sample
 from conftest import REF, VOC_MINI
-from data import build_source
-from step.train_qa_clims import apply_gradients, build_training, forward_terms, grad_scaler, \
-    objective_config, text_bank_for, training_clip
+from pipeline.engine import Optimiser
+from pipeline.qa_clims_inputs import objective_config, text_bank_for, training_clip
+from pipeline.stage import build_source
+import run_sample
+from step.train_qa_clims import build_training, forward_terms
 from tools.gen_text_feats_cache import main as gen_cache
 
 VQA = REF / 'vqa'
@@ -81,7 +83,7 @@ def test_one_training_step_matches_reference(ref, caches, clims_reference_weight
     in_groups = {id(q) for g in optimizer.param_groups for q in g['params']}
     assert in_groups == {id(q) for q in model.parameters() if q.requires_grad}
 
-    x, terms = forward_terms(model, pack, clip, bank, cfg, DEVICE, amp=False)
+    x, terms = forward_terms(model, pack, clip, bank, cfg)
     np.testing.assert_allclose(x.detach().numpy(), ref[p + 'x'], atol=1e-3, rtol=0)
     for key in ('L_FRC', 'L_BRC', 'L_REG', 'loss'):
         np.testing.assert_allclose(terms[key].item(), ref[p + key], rtol=1e-4)
@@ -97,7 +99,8 @@ def test_one_training_step_matches_reference(ref, caches, clims_reference_weight
     np.testing.assert_allclose(terms['fg_features'].detach().numpy(),
                                ref[p + 'fg_img_features'][kept.numpy()], rtol=1e-3, atol=1e-4)
 
-    apply_gradients(terms['loss'], optimizer, scheduler, grad_scaler(args, DEVICE))
+    Optimiser(optimizer, scheduler, DEVICE, args.amp).step(
+        model, [pack], lambda forward, batch: {'loss': terms['loss']})
     grad = model.classifier.weight.grad
     np.testing.assert_allclose(grad.numpy(), ref[p + 'classifier_grad'], atol=1e-5, rtol=1e-3)
     np.testing.assert_allclose(grad.norm().item(), ref[p + 'classifier_grad_norm'], rtol=1e-3)
@@ -118,7 +121,7 @@ def test_batch_with_a_single_positive_label(ref, caches, clims_reference_weights
     single = torch.zeros(1, ref['label'].shape[1])
     single[0, first_class] = 1
     one = {'img': pack['img'][:1], 'label': single, 'name': pack['name'][:1]}
-    _, terms = forward_terms(model.train(), one, clip, bank, cfg, DEVICE, amp=False)
+    _, terms = forward_terms(model.train(), one, clip, bank, cfg)
     assert torch.isfinite(terms['loss']) and terms['L_FRC'] > 0
     terms['loss'].backward()
     assert model.classifier.weight.grad[first_class].abs().sum() > 0

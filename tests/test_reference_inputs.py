@@ -10,19 +10,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import run_sample
 from coco14 import protocol
 from coco14.dataset import COCO14, image_number
 from conftest import REF, VOC_MINI
-from misc.cam import CamFiles
 from misc.io import save_npz, save_png
-from misc.metrics import cam_to_label, confusion_matrix, iou_from_confusion, mean_iou, \
-    original_early_stop_best
 from net.checkpoint import save_weights
 from net.resnet50_cam import CAM
+import run_sample
 from step.eval_cam import sweep_summary, sweep_thresholds
 from tools.export_cams_npy import export_cams
 from tools.make_demo_coco import generate_demo_coco
+from wsss.cam import CamFiles
+from wsss.metrics import cam_to_label, confusion_matrix, iou_from_confusion, mean_iou, \
+    original_early_stop_best
 
 EVAL_CAM_REF = json.loads((REF / 'eval_cam.json').read_text())
 EVAL_SEM_SEG_REF = json.loads((REF / 'eval_sem_seg.json').read_text())
@@ -240,17 +240,15 @@ def test_eval_sem_seg_scores_against_the_authors_masks(tmp_path, coco):
 # ------------------------------------------------------------ COCO: the authors' protocol
 
 
-def coco_args(dataset, coco_protocol):
-    return SimpleNamespace(dataset=dataset, coco_protocol=coco_protocol)
-
-
 def test_protocol_takes_the_smallest_image_ids():
     ids = ['COCO_train2014_%012d' % n for n in (90, 9, 1000, 25, 77)]
-    reference = coco_args('coco14', 'reference')
     assert protocol.first_images(ids, 3) == ['COCO_train2014_%012d' % n for n in (9, 25, 77)]
-    assert protocol.cam_image_ids(reference, ids) == sorted(ids)
-    assert protocol.cam_image_ids(coco_args('coco14', 'full'), ids) == ids
-    assert protocol.cam_image_ids(coco_args('voc12', 'reference'), ids) == ids
+    assert protocol.reference_protocol('coco14', 'reference')
+    assert not protocol.reference_protocol('coco14', 'full')
+    assert not protocol.reference_protocol('voc12', 'reference')
+    assert protocol.cam_image_ids(ids, True) == sorted(ids)
+    assert protocol.cam_image_ids(ids, False) == ids
+    assert protocol.eval_cam_image_ids(ids, True) == sorted(ids)
     assert (protocol.CAM_IMAGES, protocol.EVAL_CAM_IMAGES) == (10000, 9999)
     assert protocol.SWEEP_THRESHOLDS == tuple(np.arange(10, 60, 2) / 100)
 

@@ -12,13 +12,14 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader
 
-import run_sample
 from conftest import REF, VOC_MINI, dead_pid, run_sample_cmd
 from data.loaders import SegmentationTrainDataset
 from net.checkpoint import save_weights
 from net.deeplab import ARCHITECTURES, DeepLabV2, build_segmentation_model
 from net.resnet50 import FixedBatchNorm, estimate_batchnorm_statistics
-from step.train_seg import optimizer_for, train_iteration
+from pipeline.engine import Optimiser
+import run_sample
+from step.train_seg import batch_loss, optimizer_for
 from voc12.devkit import VOC12
 
 
@@ -121,7 +122,7 @@ def test_train_seg_on_pseudo_masks_saves_and_resumes(tmp_path):
     log = (tmp_path / 'run.log').read_text()
     assert 'labels %s' % (tmp_path / 'sem_seg') in log
     run_sample.main(seg_args(tmp_path))                      # already done: resumes at the end
-    assert 'resuming at iteration 4' in (tmp_path / 'run.log').read_text()
+    assert '(at iteration 4)' in (tmp_path / 'run.log').read_text()
 
 
 def test_train_seg_with_torchrun_gloo(tmp_path):
@@ -164,9 +165,8 @@ def test_train_seg_optimizer_groups_and_one_step_with_frozen_batchnorm():
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
 
     model.train()
-    train_iteration(model, model, [{'img': imgs, 'label': labels}], optimizer,
-                    torch.amp.GradScaler('cpu', enabled=False), args, torch.device('cpu'))
-    scheduler.step()
+    Optimiser(optimizer, scheduler, torch.device('cpu'), grad_clip=args.seg_grad_clip).step(
+        model, [{'img': imgs, 'label': labels}], batch_loss)
     params = dict(model.named_parameters())
     for group in optimizer.param_groups:
         for p in group['params']:
@@ -304,7 +304,7 @@ def test_mixed_precision_training_and_evaluation(tmp_path):
     run_sample.main(seg_args(tmp_path, '--seg_label_dir', 'gt', '--seg_num_iters', '2',
                              '--seg_msc', 'False', '--amp', 'True'))
     log = (tmp_path / 'run.log').read_text()
-    loss = float(log.split('train_seg: pass 1, iteration 2, loss ')[1].split()[0])
+    loss = float(log.split('train_seg epoch 1: loss ')[1].split()[0])
     assert np.isfinite(loss)
     os.rename(tmp_path / 'deeplab_seg.safetensors', tmp_path / 'seg.safetensors')
     run_sample.main(eval_args(tmp_path, '--amp', 'True', '--seg_eval_set', 'val', '--seg_msc',
@@ -370,19 +370,16 @@ def test_poly_lr_recomputed_every_ten_iterations():
 
 
 def test_accumulated_micro_batches_give_the_batch_gradient():
-    from argparse import Namespace
-    from step.train_seg import train_iteration
     torch.manual_seed(0)
     model = DeepLabV2(3)
     imgs, labels = torch.randn(2, 3, 33, 33), torch.randint(0, 3, (2, 33, 33))
     estimate_batchnorm_statistics(model, [imgs])
-    args = Namespace(amp=False, seg_grad_clip=0.0)
-    scaler = torch.amp.GradScaler('cpu', enabled=False)
     grads = []
     for micro in ([{'img': imgs, 'label': labels}],
                   [{'img': imgs[i:i + 1], 'label': labels[i:i + 1]} for i in range(2)]):
         optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
-        train_iteration(model, model, micro, optimizer, scaler, args, torch.device('cpu'))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+        Optimiser(optimizer, scheduler, torch.device('cpu')).step(model, micro, batch_loss)
         grads.append(model.aspp.branches[2].weight.grad.clone())
     assert grads[0].abs().max() > 0
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-3, atol=1e-3 * grads[0].abs().max())

@@ -11,13 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
-import run_sample
 from conftest import REF, REPO, VOC_MINI, has_file_ending, kill_when, run_sample_cmd
-from misc.path_index import PathIndex, affinity_labels
-from misc.random_walk import padded_path_affinity, propagate_to_edge, sparse_affinity, \
-    walk_matrix
+import run_sample
 from step.make_sem_seg_labels import random_walk_scores
 from voc12.devkit import VOC12
+from wsss.path_index import PathIndex, affinity_labels
+from wsss.random_walk import padded_path_affinity, propagate_to_edge, sparse_affinity, \
+    walk_matrix
 
 # The fixtures' make_sem_seg ran with beta 10, exp_times 8 and sem_seg_bg_thres 0.25
 # (reference/README.md, section 3d).
@@ -171,7 +171,7 @@ def test_run_voc12_sem_seg_script(tmp_path):
     shutil.copytree(REF / 'cams', tmp_path / 'cams')
     env = dict(os.environ, VOC12_ROOT=str(VOC_MINI), WORK_SPACE=str(tmp_path),
                PYTHON=sys.executable, NUM_WORKERS='0', TRAIN_LIST='trainval',
-               INFER_LIST='trainval', EVAL_SET='trainval', IRN_CROP_SIZE='96', IRN_BATCH_SIZE='2',
+               INFER_LIST='trainval', CHAINER_EVAL_SET='trainval', IRN_CROP_SIZE='96', IRN_BATCH_SIZE='2',
                IRN_NUM_EPOCHES='1', OMP_NUM_THREADS='2')
     subprocess.run(['bash', str(REPO / 'run_voc12_sem_seg.sh')], env=env, check=True,
                    capture_output=True)

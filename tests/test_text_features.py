@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from conftest import REF
+from data.registry import DATASETS
 from net.clip_models import load_clip
 from tools.gen_text_feats_cache import main as gen_cache
 from vqa.results import BG_QUESTIONS, FG_QUESTIONS, QUESTIONS, load_results
 from vqa.text_bank import build_text_bank, require_vqa_entries
 from vqa.text_features import (TextFeatureCache, answer_selector, bg_answers,
                                 fg_prompted_answers)
-from data.registry import DATASETS
 
 VQA = REF / 'vqa'
 TINY = REF / 'layouts' / 'maskclip_tiny_state_dict.pt'

@@ -10,20 +10,20 @@ import pytest
 import torch
 from PIL import Image
 
-import run_sample
 from coco14.dataset import COCO14
 from conftest import REF, VOC_MINI, run_sample_cmd
-from data.loaders import AffinityDataset
 from misc import imutils
-from misc.path_index import PathIndex, affinity_labels
 from net.checkpoint import load_weights, read_state_dict
 from net.resnet50_irn import IRNet, IRNetLoss, irn_total_loss
+from pipeline.engine import Optimiser
 from reference_step import (assert_within_max, check_frozen_unchanged, check_grad_norms,
                             check_optimizer_before_step, check_poly_lr_after_step,
                             fixture_batch, fixture_keys, frozen_snapshot, reference_args)
+import run_sample
 from step import train_irn
 from tools.make_demo_coco import generate_demo_coco
 from voc12.devkit import VOC12
+from wsss.path_index import AffinityDataset, PathIndex, affinity_labels
 
 # our loss terms (irn_total_loss) -> the fixture's names
 LOSS_KEYS = {'bg_pos': 'bg_pos_aff_loss', 'fg_pos': 'fg_pos_aff_loss', 'pos': 'pos_aff_loss',
@@ -75,11 +75,13 @@ def test_train_irn_step_matches_reference(irn_reference_weights, monkeypatch):
     assert_within_max(dp_out, ref['dp_out'], 2e-5, 'dp_out')
     frozen = frozen_snapshot(irnet)
 
-    maps, terms = train_irn.train_step(model, pack, optimizer, scheduler, device)
+    with torch.no_grad():
+        maps = model(pack['img'])
+    terms = Optimiser(optimizer, scheduler, device).step(model, [pack], train_irn.batch_loss)
     assert_within_max(maps[0], ref['pos_aff_loss_map'], 2e-5, 'pos_aff_loss_map')
     assert sorted(terms) == sorted(LOSS_KEYS)
     for ours, key in LOSS_KEYS.items():
-        np.testing.assert_allclose(terms[ours].item(), ref[key], rtol=1e-5, err_msg=key)
+        np.testing.assert_allclose(terms[ours], ref[key], rtol=1e-5, err_msg=key)
     check_grad_norms(irnet, ref, rtol=1e-4)
     for name in fixture_keys(ref, 'grad__'):
         assert_within_max(params[name].grad, ref['grad__' + name], 1e-4, name)
@@ -97,11 +99,11 @@ def test_default_rescale_draws_the_authors_range(monkeypatch):
         monkeypatch.setattr(imutils.random, 'random', lambda: draw)
         scaled_img, scaled_label = imutils.random_scale_pair(img, label, rescale)
         assert scaled_img.shape[:2] == scaled_label.shape == expected
-    train_irn.check_rescale(rescale)
-    train_irn.check_rescale(())                                      # "" = no rescaling
+    imutils.check_rescale_range(rescale, '--irn_rescale')
+    imutils.check_rescale_range((), '--irn_rescale')                 # "" = no rescaling
     for bad in ((0.5, 1.0, 1.5), (1.5, 0.5), (0.5,)):
         with pytest.raises(ValueError, match='--irn_rescale'):
-            train_irn.check_rescale(bad)
+            imutils.check_rescale_range(bad, '--irn_rescale')
 
 
 def test_coco_class_ids_above_20_give_affinity_pairs(tmp_path):

@@ -10,13 +10,13 @@ import pytest
 import torch
 from torch.utils.data import default_collate
 
-import run_sample
 from conftest import REPO, kill_when, run_sample_cmd
-from data import build_source
 from data.loaders import ClassificationDataset
 from net.checkpoint import read_state_dict
-from step.train_qa_clims import build_training, forward_terms, objective_config, \
-    text_bank_for, training_clip
+from pipeline.qa_clims_inputs import objective_config, text_bank_for, training_clip
+from pipeline.stage import build_source
+import run_sample
+from step.train_qa_clims import build_training, forward_terms
 from tools.gen_text_feats_cache import main as gen_cache
 from tools.make_tiny_clip import write_tiny_clip
 
@@ -36,8 +36,8 @@ def qa_inputs(tmp_path_factory, demo_voc, clims_reference_weights):
 
 def qa_args(qa, work_space, epochs=2, fg_file=None, clip=None, batch=('--clims_batch_size', '2')):
     return ['--voc12_root', qa['root'], '--work_space', str(work_space), '--device', 'cpu',
-            '--num_workers', '0', '--train_list', 'train', '--cam_crop_size', '64',
-            '--cam_resize_long', '48,96', *batch,
+            '--num_workers', '0', '--train_list', 'train', '--clims_crop_size', '64',
+            '--clims_resize_long', '48,96', *batch,
             '--clims_num_epoches', str(epochs), '--cam_weights_name', qa['cam'],
             '--clip', clip or qa['clip'], '--mask_clip_weights', qa['clip'],
             '--vqa_fg_file', fg_file or os.path.join(qa['root'], 'vqa_fg.json'),
@@ -116,7 +116,7 @@ def test_contrastive_sums_are_scaled_to_the_reference_batch_per_process(tmp_path
     clip = training_clip(args, device)
     bank = text_bank_for(source, ids, clip, args, device)
     cfg = objective_config(args, clip)
-    dataset = ClassificationDataset(source, ids, crop_size=args.cam_crop_size,
+    dataset = ClassificationDataset(source, ids, crop_size=args.clims_crop_size,
                                     crop_method='top_left')
     model, optimizer, _ = build_training(args, source.n_classes, 1, device)
     params = [q for group in optimizer.param_groups for q in group['params']]
@@ -125,7 +125,7 @@ def test_contrastive_sums_are_scaled_to_the_reference_batch_per_process(tmp_path
     def terms_and_gradient(indices):
         model.zero_grad()
         pack = default_collate([dataset[i] for i in indices])
-        _, terms = forward_terms(model, pack, clip, bank, cfg, device, amp=False)
+        _, terms = forward_terms(model, pack, clip, bank, cfg)
         terms['loss'].backward()
         return terms, [q.grad.clone() for q in params]
 
@@ -168,8 +168,9 @@ def test_run_voc12_qa_clims_script_trains_makes_and_evaluates(tmp_path, qa_input
                CLIP=qa_inputs['clip'], MASK_CLIP_WEIGHTS=qa_inputs['clip'],
                VQA_FG=os.path.join(root, 'vqa_fg.json'), VQA_BG=os.path.join(root, 'vqa_bg.json'),
                VQA_FG_CACHE=str(tmp_path / 'fg.safetensors'),
-               VQA_BG_CACHE=str(tmp_path / 'bg.safetensors'), BATCH_SIZE='2', EPOCHS='1',
-               CROP_SIZE='64', CAM_SCALES='1.0', INFER_LIST='val', EVAL_SET='val',
+               VQA_BG_CACHE=str(tmp_path / 'bg.safetensors'), CLIMS_BATCH_SIZE='2',
+               CLIMS_NUM_EPOCHES='1', CLIMS_CROP_SIZE='64', CLIMS_RESIZE_LONG='48,96',
+               CAM_SCALES='1.0', INFER_LIST='val', CHAINER_EVAL_SET='val',
                OMP_NUM_THREADS='2')
     subprocess.run(['bash', str(REPO / 'run_voc12_qa_clims.sh')], env=env, check=True,
                    capture_output=True)

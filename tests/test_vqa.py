@@ -9,17 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-import run_sample
 from conftest import REPO, has_file_ending, kill_when
+import run_sample
+from step.vqa import class_questions
 from tools.gen_text_feats_cache import main as gen_cache
 from tools.make_demo_voc import generate_demo_voc
 from tools.make_tiny_blip import write_tiny_blip
 from tools.make_tiny_clip import write_tiny_clip
+from voc12.devkit import VOC12
 from vqa.blip import BlipVQA, first_question_token
 from vqa.lemmatize import lemminflect_lemmatizer
 from vqa.results import BG_QUESTIONS, FG_QUESTIONS, load_results
-from step.vqa import class_questions
-from voc12.devkit import VOC12
 
 
 @pytest.fixture(scope='module')

@@ -21,19 +21,19 @@ import torch.nn.functional as F
 from PIL import Image
 from pydensecrf.utils import unary_from_softmax
 
-import run_sample
 from conftest import REF, VOC_MINI
-from data.loaders import AffinityDataset, ClassificationDataset, SegmentationTrainDataset
+from data.loaders import ClassificationDataset, SegmentationTrainDataset
 from misc import imutils
-from misc.cam import present_class_cams
-from misc.crf import crf_inference_prob
-from misc.path_index import PathIndex
 from misc.torchutils import reference_poly_sgd
-from misc.training import epoch_loader
 from net.registry import RESNET50
-from net.resnet50_clims import CLIMS
+from pipeline import engine
+from pipeline.engine import Optimiser, epoch_loader
 from reference_step import reference_args
+import run_sample
 from step import train_cam, train_irn, train_qa_clims, train_seg
+from wsss.cam import present_class_cams
+from wsss.crf import crf_inference_prob
+from wsss.path_index import AffinityDataset, PathIndex
 from test_augment_alignment import PositionCodedSource, block_label_map, position_coded_image
 from voc12.devkit import VOC12
 
@@ -68,12 +68,12 @@ def test_train_cam_steps_use_the_gradient_of_their_own_batch():
     torch.manual_seed(0)
     args = reference_args('--cam_learning_rate', '0.01')
     model, optimizer, scheduler = train_cam.build_training(args, 3, 10, DEVICE)
-    scaler = torch.amp.GradScaler('cpu', enabled=False)
     batches = [{'img': torch.randn(2, 3, 32, 32), 'label': torch.tensor([[1., 0, 1], [0, 1, 0]])}
                for _ in range(2)]
+    optimiser = Optimiser(optimizer, scheduler, DEVICE)
     assert_second_step_uses_only_its_batch(
-        model, lambda b: train_cam.train_step(model, b, optimizer, scheduler, scaler, DEVICE),
-        lambda m, b: train_cam.batch_loss(m, b, DEVICE)[1], *batches)
+        model, lambda b: optimiser.step(model, [b], train_cam.batch_loss),
+        lambda m, b: train_cam.batch_loss(m, b)['loss'], *batches)
 
 
 def random_affinity_batch(path_index, crop):
@@ -89,26 +89,27 @@ def test_train_irn_steps_use_the_gradient_of_their_own_batch():
     path_index = train_irn.build_path_index(args)
     model, optimizer, scheduler = train_irn.build_training(args, path_index, 10, DEVICE)
     batches = [random_affinity_batch(path_index, 96) for _ in range(2)]
+    optimiser = Optimiser(optimizer, scheduler, DEVICE)
     assert_second_step_uses_only_its_batch(
-        model, lambda b: train_irn.train_step(model, b, optimizer, scheduler, DEVICE),
-        lambda m, b: train_irn.batch_losses(m, b, DEVICE)[1]['loss'], *batches)
+        model, lambda b: optimiser.step(model, [b], train_irn.batch_loss),
+        lambda m, b: train_irn.batch_loss(m, b)['loss'], *batches)
 
 
-def test_qa_clims_steps_use_the_gradient_of_their_own_loss():
-    """apply_gradients: after two steps the gradient is d(second loss)/dw alone."""
+def test_engine_steps_use_the_gradient_of_their_own_loss():
+    """Optimiser.step: after two steps the gradient is d(second loss)/dw alone."""
     w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
     optimizer, scheduler = reference_poly_sgd([{'params': [w], 'lr': 0.1}], 1e-4, 10)
-    scaler = torch.amp.GradScaler('cpu', enabled=False)
-    train_qa_clims.apply_gradients((w ** 2).sum(), optimizer, scheduler, scaler)
+    optimiser = Optimiser(optimizer, scheduler, DEVICE)
+    optimiser.step(torch.nn.Identity(), [{}], lambda forward, pack: {'loss': (w ** 2).sum()})
     after_first = w.detach().clone()
-    train_qa_clims.apply_gradients((3 * w).sum(), optimizer, scheduler, scaler)
+    optimiser.step(torch.nn.Identity(), [{}], lambda forward, pack: {'loss': (3 * w).sum()})
     torch.testing.assert_close(w.grad, torch.full((2,), 3.0))
     assert not torch.equal(w.detach(), after_first)
 
 
 def test_qa_clims_schedule_spans_every_epoch(monkeypatch):
     """The poly schedule of build_training runs over steps_per_epoch x --clims_num_epoches."""
-    monkeypatch.setattr(train_qa_clims, 'build_model', lambda args, n, device: CLIMS(n))
+    monkeypatch.setattr(train_qa_clims, 'load_weights', lambda model, path: model)
     args = reference_args('--clims_num_epoches', '3', '--clims_learning_rate', '0.01')
     steps_per_epoch = 2
     _, optimizer, scheduler = train_qa_clims.build_training(args, 4, steps_per_epoch, DEVICE)
@@ -148,10 +149,10 @@ def test_train_irn_schedule_spans_every_epoch(tmp_path, monkeypatch):
 
 def test_train_cam_builds_the_recipe_dataset(tmp_path, monkeypatch):
     """train_cam trains on random long-side resizes, flips and random crops."""
-    dataset = spy_run(monkeypatch, train_cam, 'epoch_loader', [
+    dataset = spy_run(monkeypatch, engine.Training, 'plan', [
         '--voc12_root', VOC_MINI, '--work_space', tmp_path, '--device', 'cpu',
         '--num_workers', '0', '--train_list', 'train', '--val_list', '',
-        '--cam_resize_long', '40,80', '--cam_crop_size', '64', '--train_cam_pass', 'True'])[0]
+        '--cam_resize_long', '40,80', '--cam_crop_size', '64', '--train_cam_pass', 'True'])[1]
     assert isinstance(dataset, ClassificationDataset)
     assert (tuple(dataset.resize_long), dataset.hor_flip, dataset.crop_size,
             dataset.crop_method) == ((40, 80), True, 64, 'random')

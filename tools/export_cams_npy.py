@@ -20,8 +20,8 @@ from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from misc.cam import CamFiles  # noqa: E402
-from misc.io import atomic_write  # noqa: E402
+from misc.io import atomic_write, per_image_file  # noqa: E402
+from wsss.cam import CamFiles  # noqa: E402
 
 
 def reference_cam_dict(cams):
@@ -40,7 +40,7 @@ def export_cams(cam_dir, out_dir):
         raise FileNotFoundError('no CAM .npz files in %s' % cam_dir)
     written = 0
     for name in tqdm(names, desc='export', dynamic_ncols=True):
-        target = os.path.join(out_dir, name + '.npy')
+        target = per_image_file(out_dir, name, '.npy')
         if os.path.isfile(target):
             continue
         cams = cam_files.load(name)

@@ -30,9 +30,9 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from data.registry import DATASETS  # noqa: E402
 from net.clip_models import (load_clip, read_clip_state_dict, resolve_clip_file,  # noqa: E402
                               tokenize, weights_checksum)
-from data.registry import DATASETS  # noqa: E402
 from vqa.results import import_reference_npy, load_results  # noqa: E402
 from vqa.text_features import PROMPT, TextFeatureCache, build_cache, cache_texts  # noqa: E402
 
@@ -52,7 +52,7 @@ def class_names_and_aliases(dataset, data_root):
     if not data_root:
         raise ValueError('dataset %s needs --%s DIR (the folder that names its classes)'
                          % (dataset, entry.root_flag))
-    source = entry.build(argparse.Namespace(**{entry.root_flag: data_root}))
+    source = entry.build(data_root)
     return source.class_names, source.class_aliases
 
 

@@ -28,8 +28,8 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tools.make_demo_vqa import write_demo_vqa  # noqa: E402
 from data.registry import DATASETS  # noqa: E402
+from tools.make_demo_vqa import write_demo_vqa  # noqa: E402
 from voc12.devkit import XML_CLASS_NAMES as VOC_CLASSES  # noqa: E402
 
 

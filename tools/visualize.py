@@ -1,11 +1,10 @@
 """Pictures for a person to look at: CAM overlays and coloured label maps."""
-import os
 
 import numpy as np
 
-from misc.io import load_npz, read_label_png, save_png
-from misc.metrics import cam_to_label
+from misc.io import load_npz, per_image_file, read_label_png, save_png
 from misc.palette import color_map
+from wsss.metrics import cam_to_label
 
 
 def jet(values):
@@ -48,9 +47,9 @@ def write_cam_panels(source, ids, cam_dir, out_dir, threshold=0.15):
     """One PNG panel per id in ``out_dir``; returns the written paths."""
     paths = []
     for image_id in ids:
-        cams = load_npz(os.path.join(cam_dir, image_id + '.npz'), required=('keys', 'high_res'))
+        cams = load_npz(per_image_file(cam_dir, image_id, '.npz'), required=('keys', 'high_res'))
         gt = source.read_mask(image_id) if source.has_mask(image_id) else None
-        path = os.path.join(out_dir, image_id + '.png')
+        path = per_image_file(out_dir, image_id, '.png')
         save_png(path, cam_panel(source.read_image(image_id), cams, gt, threshold,
                                  source.palette))
         paths.append(path)
@@ -62,12 +61,12 @@ def write_label_panels(source, ids, label_dir, out_dir):
     paths = []
     for image_id in ids:
         img = source.read_image(image_id)
-        label = read_label_png(os.path.join(label_dir, image_id + '.png'))
+        label = read_label_png(per_image_file(label_dir, image_id, '.png'))
         gap = np.full((img.shape[0], 4, 3), 255, np.uint8)
         row = [img, gap, colorize_label(label, source.palette)]
         if source.has_mask(image_id):
             row += [gap, colorize_label(source.read_mask(image_id), source.palette)]
-        path = os.path.join(out_dir, image_id + '.png')
+        path = per_image_file(out_dir, image_id, '.png')
         save_png(path, np.concatenate(row, axis=1))
         paths.append(path)
     return paths

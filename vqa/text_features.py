@@ -11,9 +11,8 @@ import os
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save
 
-from misc.io import atomic_write
+from misc.io import atomic_write, safetensors_bytes
 from vqa.results import QUESTIONS, template_positions
 
 PROMPT = 'a photo of {}.'
@@ -142,7 +141,7 @@ class TextFeatureCache:
     def save(self, path):
         meta = {'texts': json.dumps(self.texts), 'kind': self.kind, 'prompt': self.prompt,
                 'clip_name': self.clip_name, 'clip_sha256': self.clip_sha256}
-        data = save({'features': self.features.contiguous().cpu()}, metadata=meta)
+        data = safetensors_bytes({'features': self.features.contiguous().cpu()}, meta)
         with atomic_write(path) as f:
             f.write(data)
 

@@ -20,7 +20,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from misc.path_index import PathIndex, paths_by_length
+from wsss.path_index import PathIndex, paths_by_length
 
 
 def padded_path_affinity(edge, radius):

@@ -1,14 +1,24 @@
 """What every stage does first: device, process group, dataset, image list,
-and, for per-image outputs, which images are still to do in this process."""
+and, for per-image outputs, which images are still to do in this process.
+
+:func:`build_source` and :func:`prepare` are where the environment flags
+(``--dataset`` and its root flag, ``--work_space``, ``--device``, ``--seed``)
+are read; every other helper takes values (docs/extending.md#layers)."""
 import os
 
 import torch
 
-from data import build_source
 from data.loaders import check_listed_images
+from data.registry import dataset_entry
 from misc import dist
-from misc.io import claim_output, is_complete_file, remove_partial_files
+from misc.io import claim_output, is_complete_file, per_image_file, remove_partial_files
 from misc.logutil import get_logger
+
+
+def build_source(args):
+    """The dataset of ``--dataset`` (default voc12) at the folder of its root flag."""
+    entry = dataset_entry(getattr(args, 'dataset', 'voc12'))
+    return entry.build(getattr(args, entry.root_flag, None), getattr(args, 'work_space', None))
 
 
 def prepare(args, image_list, seed=False):
@@ -41,7 +51,7 @@ def pending_shard(ids, out_dir, suffix):
     dist.barrier()
     todo, unreadable = [], []
     for image_id in ids:
-        path = os.path.join(out_dir, image_id + suffix)
+        path = per_image_file(out_dir, image_id, suffix)
         if not os.path.isfile(path):
             todo.append(image_id)
         elif not is_complete_file(path):

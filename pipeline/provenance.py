@@ -49,8 +49,8 @@ RESULT_FLAGS = {
                   'cam_detach_early_stages', 'fix_momentum_quirk', 'seed', 'amp'),
     'train_qa_clims': ('dataset', 'clims_batch_size', 'clims_num_epoches', 'clims_learning_rate',
                        'clims_loss_ref_batch', 'hyper', 'nce_t', 'mask_adapter_alpha',
-                       'use_mask_clip', 'clip_dtype', 'cam_weight_decay', 'cam_crop_size',
-                       'cam_resize_long', 'fix_momentum_quirk', 'seed', 'amp'),
+                       'use_mask_clip', 'clip_dtype', 'clims_weight_decay', 'clims_crop_size',
+                       'clims_resize_long', 'fix_momentum_quirk', 'seed', 'amp'),
     'train_irn': ('dataset', 'irn_batch_size', 'irn_num_epoches', 'irn_learning_rate',
                   'irn_weight_decay', 'irn_crop_size', 'irn_rescale', 'fix_momentum_quirk', 'seed',
                   'amp'),
@@ -58,6 +58,14 @@ RESULT_FLAGS = {
                   'seg_scales', 'seg_num_iters', 'seg_learning_rate', 'seg_weight_decay',
                   'seg_msc', 'seg_iter_size', 'seg_lr_decay_every', 'seg_grad_clip', 'seed',
                   'amp'),
+}
+
+# Settings renamed since records were first written: {stage: {old name: new name}}.
+# train_qa_clims read train_cam's flags before it had its own (docs/recipe.md).
+SETTING_RENAMES = {
+    'train_qa_clims': {'cam_weight_decay': 'clims_weight_decay',
+                       'cam_crop_size': 'clims_crop_size',
+                       'cam_resize_long': 'clims_resize_long'},
 }
 
 _SHA256_CACHE = {}
@@ -98,14 +106,34 @@ def stage_record(stage, args, lists=None, files=None, upstream=None):
     return json.loads(json.dumps(record))
 
 
+def current_names(record):
+    """``record`` (and the records upstream of it) with the settings of
+    :data:`SETTING_RENAMES` under their current names, so that a record written
+    before a rename still matches a run with the same values."""
+    if not isinstance(record, dict) or 'stage' not in record:
+        return record
+    renames = SETTING_RENAMES.get(record['stage'], {})
+    out = dict(record)
+    if isinstance(record.get('settings'), dict):
+        out['settings'] = {renames.get(name, name): value
+                           for name, value in record['settings'].items()}
+    if isinstance(record.get('upstream'), dict):
+        out['upstream'] = {name: current_names(up) for name, up in record['upstream'].items()}
+    return out
+
+
+def read_record(path):
+    """The record saved at ``path`` (None when there is none), in current names."""
+    return current_names(load_json(path)) if os.path.isfile(path) else None
+
+
 def folder_record(folder):
     """The record of a folder of per-image outputs (None when it has none)."""
-    path = folder_record_path(folder)
-    return load_json(path) if os.path.isfile(path) else None
+    return read_record(folder_record_path(folder))
 
 
 def cams_record(cam_files):
-    """The record of the CAMs a stage reads (:class:`misc.cam.CamFiles`); the authors'
+    """The record of the CAMs a stage reads (:class:`wsss.cam.CamFiles`); the authors'
     imported ``.npy`` CAMs have none."""
     return None if cam_files.import_reference else folder_record(cam_files.folder)
 
@@ -120,7 +148,7 @@ def weights_record(path):
     record_path = path + RECORD_SUFFIX
     if not os.path.isfile(record_path) or not os.path.isfile(path):
         return None
-    record = load_json(record_path)
+    record = read_record(record_path)
     if record.get('sha256') != file_sha256(path):
         get_logger().warning('WARNING: %s describes other weights than %s (rewritten since): '
                              'ignored', record_path, path)
@@ -240,7 +268,7 @@ def claim_train_state(state_path, record, overwrite):
     if dist.is_main_process():
         claim_output(state_path)
     record_path = state_path + RECORD_SUFFIX
-    recorded = load_json(record_path) if os.path.isfile(record_path) else None
+    recorded = read_record(record_path)
     exists = os.path.isfile(state_path)
     mismatch = exists and recorded is not None and recorded != record
     if mismatch and not overwrite:

@@ -5,10 +5,16 @@ directions (dy, dx) covering a half-plane, the pixels on the path from a
 source to each destination (grouped by path length), and flat indices of
 sources, destinations and path pixels on a grid of a given size. The
 construction and every ordering follow the reference ``PathIndex``.
+:class:`AffinityDataset` gives IRNet's training pairs with their pair labels.
 """
 import math
 
 import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from misc import imutils
+from misc.io import per_image_file, read_label_png
 
 
 def search_directions(radius):
@@ -93,3 +99,50 @@ def affinity_labels(label, src_indices, dst_indices, n_labels):
     fg_pos = (same & (src != 0) & valid).astype(np.float32)
     neg = (~same & valid).astype(np.float32)
     return bg_pos, fg_pos, neg
+
+
+class AffinityDataset(Dataset):
+    """IRNet training pairs (docs/method.md#irnet-training): image, confident-region labels
+    reduced by 4 (nearest) and the pair labels of ``path_index`` (classes
+    0..n_classes of the source, e.g. < 81 on COCO; 255 ignored).
+
+    Augmentation as the reference: random rescale by one factor uniform in
+    ``rescale`` (image bicubic, label nearest; None = off), normalisation,
+    joint flip, joint random crop (fill 0 / 255). Items: ``img``, ``label``
+    (the cropped label map), ``reduced_label`` and the three pair labels.
+    """
+
+    def __init__(self, source, ids, label_dir, crop_size, path_index, rescale=(0.5, 1.5),
+                 hor_flip=True):
+        self.source = source
+        self.ids = list(ids)
+        self.label_dir = label_dir
+        self.crop_size = crop_size
+        self.path_index = path_index
+        self.rescale = rescale
+        self.hor_flip = hor_flip
+
+    def __len__(self):
+        return len(self.ids)
+
+    def __getitem__(self, idx):
+        image_id = self.ids[idx]
+        img = self.source.read_image(image_id)
+        label = read_label_png(per_image_file(self.label_dir, image_id, '.png'))
+        if self.rescale:
+            img, label = imutils.random_scale_pair(img, label, self.rescale)
+        img = imutils.imagenet_normalize(img)
+        if self.hor_flip:
+            img, label = imutils.random_lr_flip_pair(img, label)
+        img, label = imutils.random_crop_pair(img, label, self.crop_size)
+        reduced = imutils.pil_rescale(np.ascontiguousarray(label), 0.25, 0)
+        bg_pos, fg_pos, neg = affinity_labels(reduced, self.path_index.src_indices,
+                                              self.path_index.dst_indices,
+                                              self.source.n_classes + 1)
+        return {'name': image_id,
+                'img': torch.from_numpy(np.ascontiguousarray(imutils.hwc_to_chw(img))),
+                'label': torch.from_numpy(np.ascontiguousarray(label)),
+                'reduced_label': torch.from_numpy(np.array(reduced)),
+                'aff_bg_pos_label': torch.from_numpy(bg_pos),
+                'aff_fg_pos_label': torch.from_numpy(fg_pos),
+                'aff_neg_label': torch.from_numpy(neg)}

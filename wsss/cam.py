@@ -8,8 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from misc.imutils import strided_size, strided_up_size
-from misc.io import load_npz
-from misc.paths import cam_out_dir
+from misc.io import load_npz, per_image_file
 
 CAM_STRIDE = 4
 CAM_SUFFIX = '.npz'
@@ -72,13 +71,8 @@ class CamFiles:
         self.import_reference = import_reference
         self.suffix = REFERENCE_CAM_SUFFIX if import_reference else CAM_SUFFIX
 
-    @classmethod
-    def from_args(cls, args):
-        """The CAMs of ``--cam_out_dir``, the authors' ``.npy`` with ``--import_reference_cams``."""
-        return cls(cam_out_dir(args), args.import_reference_cams)
-
     def path(self, image_id):
-        return os.path.join(self.folder, image_id + self.suffix)
+        return per_image_file(self.folder, image_id, self.suffix)
 
     def require(self, ids, list_name):
         """Fail before any work, with the count and the first id, if CAM files are missing."""

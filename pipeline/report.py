@@ -1,5 +1,19 @@
-"""Human-readable tables of evaluation results."""
+"""Evaluation results: the common fields of the evaluation JSONs (docs/formats.md)
+and human-readable tables of them."""
 import math
+
+from wsss.metrics import mean_iou
+
+
+def evaluated(source, split, n_images):
+    """The fields every evaluation JSON starts with: what was scored."""
+    return {'dataset': source.name, 'split': split, 'n_images': n_images}
+
+
+def class_scores(iou, label_names):
+    """mIoU (nanmean), IoU per class id and per class name of an IoU vector."""
+    return {'miou': mean_iou(iou), 'iou': iou.tolist(),
+            'iou_by_class': dict(zip(label_names, iou.tolist()))}
 
 
 def is_absent(value):
