@@ -1,5 +1,6 @@
 """tools/compare_runs.py on small synthetic run folders, and the deterministic
 safetensors writes it relies on (misc.io.safetensors_bytes)."""
+import hashlib
 import json
 import subprocess
 import sys
@@ -24,8 +25,12 @@ def write_run(root, *, miou=0.5, png=b'\x89PNG-a', weight=1.0, seconds=1.0, meta
         'sweep': [{'threshold': 0.1, 'elapsed_time': seconds}]}))
     items = [('clip_name', str(root / 'tiny_clip.safetensors')), ('kind', 'fg')]
     metadata = dict(items[i] for i in meta_order)
-    (ws / 'cache.safetensors').write_bytes(save({'w': torch.full((2, 3), weight)}, metadata))
+    cache = save({'w': torch.full((2, 3), weight)}, metadata)
+    (ws / 'cache.safetensors').write_bytes(cache)
+    (ws / 'cache.safetensors.provenance.json').write_text(json.dumps(
+        {'stage': 'cache', 'sha256': hashlib.sha256(cache).hexdigest()}))
     (ws / 'run.log').write_text(log)
+    (ws / '.cams.lock').write_text('%d@host since %s' % (len(log), log))
     return root
 
 
@@ -33,13 +38,14 @@ def test_runs_differing_only_in_paths_timing_and_logs_are_identical(tmp_path, ca
     a = write_run(tmp_path / 'a')
     b = write_run(tmp_path / 'b', seconds=7.5, meta_order=(1, 0), log='13:14:15 done')
     result = compare_runs(str(a), str(b))
-    assert result['identical'] == ['work_space/cache.safetensors', 'work_space/cams/a.png',
-                                   'work_space/eval_cam.json']
+    assert result['identical'] == ['work_space/cache.safetensors',
+                                   'work_space/cache.safetensors.provenance.json',
+                                   'work_space/cams/a.png', 'work_space/eval_cam.json']
     assert result['different'] == [] and result['only_a'] == result['only_b'] == []
-    assert result['skipped'] == ['work_space/run.log']
+    assert result['skipped'] == ['work_space/.cams.lock', 'work_space/run.log']
     assert main([str(a), str(b)]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[-1] == 'IDENTICAL' and out[-2].startswith('3 identical, 0 different')
+    assert out[-1] == 'IDENTICAL' and out[-2].startswith('4 identical, 0 different')
 
 
 def test_each_kind_of_difference_is_reported(tmp_path, capsys):
@@ -47,11 +53,12 @@ def test_each_kind_of_difference_is_reported(tmp_path, capsys):
     b = write_run(tmp_path / 'b', miou=0.5000001, png=b'\x89PNG-b', weight=1.0 + 1e-7)
     (b / 'work_space' / 'extra.txt').write_text('x')
     result = compare_runs(str(a), str(b))
-    assert result['different'] == [
+    assert result['different'] == [         # the record's digest names the file, reported once
         ('work_space/cache.safetensors', '1 of 1 tensors differ (first: w)'),
         ('work_space/cams/a.png', 'bytes differ from offset 5'),
         ('work_space/eval_cam.json', 'JSON values differ')]
-    assert result['only_b'] == ['work_space/extra.txt'] and result['identical'] == []
+    assert result['only_b'] == ['work_space/extra.txt']
+    assert result['identical'] == ['work_space/cache.safetensors.provenance.json']
     assert main([str(a), str(b)]) == 1
     out = capsys.readouterr().out.splitlines()
     assert out[-1] == 'DIFFERENT'
@@ -64,7 +71,8 @@ def test_a_path_outside_the_run_folder_is_a_difference(tmp_path):
     meta = {'clip_name': '/elsewhere/tiny_clip.safetensors', 'kind': 'fg'}
     (b / 'work_space' / 'cache.safetensors').write_bytes(save({'w': torch.ones(2, 3)}, meta))
     assert compare_runs(str(a), str(b))['different'] == [
-        ('work_space/cache.safetensors', 'metadata differs: clip_name')]
+        ('work_space/cache.safetensors', 'metadata differs: clip_name'),
+        ('work_space/cache.safetensors.provenance.json', 'JSON values differ')]
 
 
 WRITE = """

@@ -6,19 +6,23 @@ Every file under either folder is compared with the file of the same
 relative path in the other (docs/extending.md#checking-that-outputs-stay-the-same):
 
 * JSON files as parsed values, after dropping timing fields (keys such as
-  ``seconds``, ``elapsed_time``) and writing the run folder's absolute path
-  as ``<run>`` in every string;
+  ``seconds``, ``elapsed_time``), writing the run folder's absolute path as
+  ``<run>`` in every string and a sha256 of a file of the run (provenance
+  records hold them) as ``<sha256 of RELATIVE PATH>``: such a file may hold
+  the run's path itself, and it is compared on its own;
 * safetensors files by their tensors (names, dtypes, shapes, values) and
   metadata, the run folder written as ``<run>`` in the metadata;
 * any other file byte for byte.
 
-Files matching a ``--skip`` glob (default: ``*.log``, the logs, which hold
-clock times) are listed as skipped. Prints each differing or missing file
+Files matching a ``--skip`` glob (default: ``*.log`` and ``.*.lock``, the
+logs and the output locks, which hold clock times and process ids) are
+listed as skipped. Prints each differing or missing file
 and a summary; the last line is ``IDENTICAL`` (exit 0) or ``DIFFERENT``
 (exit 1).
 """
 import argparse
 import fnmatch
+import hashlib
 import json
 import os
 import re
@@ -30,6 +34,7 @@ from safetensors import safe_open
 TIMING_KEY = re.compile(r'(^|_)(seconds|secs|elapsed|duration|time|timestamp|started|finished)'
                         r'($|_)')
 RUN_PLACEHOLDER = '<run>'
+SKIP = ('*.log', '.*.lock')
 
 
 def run_files(root, skip):
@@ -54,15 +59,28 @@ def without_run_folder(text, root):
     return text
 
 
-def normalised_json(value, root):
-    """``value`` without timing fields and with the run folder written as ``<run>``."""
+def file_hashes(root, files):
+    """{sha256 hex digest: '<sha256 of REL>'} of the files ``files`` under ``root``."""
+    hashes = {}
+    for rel in files:
+        digest = hashlib.sha256()
+        with open(os.path.join(root, rel), 'rb') as f:
+            for chunk in iter(lambda: f.read(1 << 20), b''):
+                digest.update(chunk)
+        hashes[digest.hexdigest()] = '<sha256 of %s>' % rel
+    return hashes
+
+
+def normalised_json(value, root, hashes=None):
+    """``value`` without timing fields, with the run folder written as ``<run>`` and
+    the digests of ``hashes`` (:func:`file_hashes`) as the files they hash."""
     if isinstance(value, dict):
-        return {k: normalised_json(v, root) for k, v in value.items()
+        return {k: normalised_json(v, root, hashes) for k, v in value.items()
                 if not TIMING_KEY.search(k)}
     if isinstance(value, list):
-        return [normalised_json(v, root) for v in value]
+        return [normalised_json(v, root, hashes) for v in value]
     if isinstance(value, str):
-        return without_run_folder(value, root)
+        return (hashes or {}).get(value) or without_run_folder(value, root)
     return value
 
 
@@ -89,10 +107,10 @@ def safetensors_difference(path_a, root_a, path_b, root_b):
     return None
 
 
-def json_difference(path_a, root_a, path_b, root_b):
+def json_difference(path_a, root_a, path_b, root_b, hashes_a=None, hashes_b=None):
     with open(path_a, encoding='utf-8') as fa, open(path_b, encoding='utf-8') as fb:
         a, b = json.load(fa), json.load(fb)
-    if normalised_json(a, root_a) == normalised_json(b, root_b):
+    if normalised_json(a, root_a, hashes_a) == normalised_json(b, root_b, hashes_b):
         return None
     return 'JSON values differ'
 
@@ -112,12 +130,12 @@ def bytes_difference(path_a, path_b):
             offset += len(a)
 
 
-def file_difference(rel, root_a, root_b):
+def file_difference(rel, root_a, root_b, hashes_a=None, hashes_b=None):
     """None when the file ``rel`` is the same in both runs, else a short reason."""
     path_a, path_b = os.path.join(root_a, rel), os.path.join(root_b, rel)
     if rel.endswith('.json'):
         try:
-            return json_difference(path_a, root_a, path_b, root_b)
+            return json_difference(path_a, root_a, path_b, root_b, hashes_a, hashes_b)
         except ValueError:
             return bytes_difference(path_a, path_b)
     if rel.endswith('.safetensors'):
@@ -125,7 +143,7 @@ def file_difference(rel, root_a, root_b):
     return bytes_difference(path_a, path_b)
 
 
-def compare_runs(root_a, root_b, skip=('*.log',)):
+def compare_runs(root_a, root_b, skip=SKIP):
     """{'identical': [rel], 'different': [(rel, reason)], 'only_a': [rel], 'only_b': [rel],
     'skipped': [rel]} of the two run folders."""
     files_a, skipped_a = run_files(root_a, skip)
@@ -134,8 +152,10 @@ def compare_runs(root_a, root_b, skip=('*.log',)):
               'only_a': sorted(set(files_a) - set(files_b)),
               'only_b': sorted(set(files_b) - set(files_a)),
               'skipped': sorted(set(skipped_a) | set(skipped_b))}
+    hashed = [rel for rel in set(files_a) & set(files_b) if not rel.endswith('.json')]
+    hashes_a, hashes_b = file_hashes(root_a, hashed), file_hashes(root_b, hashed)
     for rel in sorted(set(files_a) & set(files_b)):
-        reason = file_difference(rel, root_a, root_b)
+        reason = file_difference(rel, root_a, root_b, hashes_a, hashes_b)
         if reason is None:
             result['identical'].append(rel)
         else:
@@ -148,10 +168,12 @@ def report(result, root_a, root_b):
     lines = ['differs: %s (%s)' % item for item in result['different']]
     lines += ['only in %s: %s' % (root_a, rel) for rel in result['only_a']]
     lines += ['only in %s: %s' % (root_b, rel) for rel in result['only_b']]
-    lines.append('%d identical, %d different, %d only in %s, %d only in %s, %d skipped (%s)'
+    skipped = result['skipped']
+    lines.append('%d identical, %d different, %d only in %s, %d only in %s, %d skipped%s'
                  % (len(result['identical']), len(result['different']), len(result['only_a']),
-                    root_a, len(result['only_b']), root_b, len(result['skipped']),
-                    ', '.join(result['skipped']) or 'none'))
+                    root_a, len(result['only_b']), root_b, len(skipped),
+                    ' (%s%s)' % (', '.join(skipped[:3]), ', ...' if len(skipped) > 3 else '')
+                    if skipped else ''))
     same = not (result['different'] or result['only_a'] or result['only_b'])
     lines.append('IDENTICAL' if same else 'DIFFERENT')
     return lines
@@ -162,8 +184,9 @@ def main(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('run_a')
     p.add_argument('run_b')
-    p.add_argument('--skip', nargs='*', default=['*.log'], metavar='GLOB',
-                   help='relative paths or file names not compared (default: *.log)')
+    p.add_argument('--skip', nargs='*', default=list(SKIP), metavar='GLOB',
+                   help='relative paths or file names not compared (default: %s)'
+                   % ' '.join(SKIP))
     args = p.parse_args(argv)
     for root in (args.run_a, args.run_b):
         if not os.path.isdir(root):
