@@ -30,8 +30,9 @@ stages the flows run; ``--quick`` runs tiny images and batches (a test of
 the script, not a measurement).
 """
 import argparse
+import dataclasses
 import gc
-import math
+import json
 import multiprocessing
 import os
 import platform
@@ -40,7 +41,6 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -53,13 +53,14 @@ if REPO not in sys.path:
 VOC_TRAIN_AUG, VOC_TRAIN, VOC_VAL = 10582, 1464, 1449
 
 
-@dataclass
+@dataclasses.dataclass
 class Row:
     """One measured stage on one device."""
     stage: str
     device: str
     unit: str                       # 'image' or 'iteration'
     seconds: list
+    rss_before_mb: float
     peak_rss_mb: float
     peak_gpu_mb: float = None
     count: int = 0                  # units in the VOC recipe
@@ -76,7 +77,7 @@ class Row:
         return self.per_unit * self.count
 
 
-@dataclass
+@dataclasses.dataclass
 class Settings:
     """Sizes of a run: VOC's, or tiny ones for --quick."""
     quick: bool
@@ -84,7 +85,7 @@ class Settings:
     repeats: int
     min_side: int = 375
     max_side: int = 500
-    overrides: list = field(default_factory=list)
+    overrides: list = dataclasses.field(default_factory=list)
 
 
 def quick_settings():
@@ -139,6 +140,12 @@ def peak_rss_mb(pid='self'):
     return int(kb) / 1024 if kb else float('nan')
 
 
+def rss_mb():
+    """Resident set (VmRSS) of this process in MB."""
+    kb = read_first('/proc/self/status', r'^VmRSS:\s*(\d+)')
+    return int(kb) / 1024 if kb else float('nan')
+
+
 def reset_peak_rss():
     """Start a new VmHWM peak at the current resident set (Linux >= 4.0)."""
     gc.collect()
@@ -158,6 +165,7 @@ class StageMeter:
 
     def __enter__(self):
         reset_peak_rss()
+        self.rss_before_mb = rss_mb()
         if self.device.type == 'cuda':
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -541,7 +549,7 @@ def measure_eval_seg(use_crf):
     return measure
 
 
-@dataclass
+@dataclasses.dataclass
 class Stage:
     name: str
     unit: str
@@ -608,7 +616,8 @@ def run_stage(stage, bench, device):
     gc.collect()
     if device.type == 'cuda':
         torch.cuda.empty_cache()
-    return Row(stage.name, str(device), stage.unit, seconds, meter.peak_rss_mb,
+    return Row(stage.name, str(device), stage.unit, seconds, meter.rss_before_mb,
+               meter.peak_rss_mb,
                meter.peak_gpu_mb, stage.count(bench.defaults), stage.group, stage.note)
 
 
@@ -619,33 +628,34 @@ def hours(seconds):
 
 
 def format_table(rows):
-    lines = ['| stage | device | s per unit (median) | runs | peak RSS (MB) | peak GPU (MB) | '
-             'VOC units | projected (s) | in | note |',
-             '|---|---|---|---|---|---|---|---|---|---|']
+    lines = ['| stage | device | s per unit (median) | runs | RSS before (MB) | peak RSS (MB) | '
+             'peak GPU (MB) | VOC units | projected (s) | in | note |',
+             '|---|---|---|---|---|---|---|---|---|---|---|']
     for r in rows:
-        lines.append('| %s | %s | %.4g per %s | %d | %.0f | %s | %d | %.1f | %s | %s |' % (
-            r.stage, r.device, r.per_unit, r.unit, len(r.seconds), r.peak_rss_mb,
+        lines.append('| %s | %s | %.4g per %s | %d | %.0f | %.0f | %s | %d | %.1f | %s | %s |' % (
+            r.stage, r.device, r.per_unit, r.unit, len(r.seconds), r.rss_before_mb,
+            r.peak_rss_mb,
             '-' if r.peak_gpu_mb is None else '%.0f' % r.peak_gpu_mb, r.count, r.projected,
             r.group, r.note))
     return '\n'.join(lines)
 
 
 def projection(rows, device, groups):
-    """Sum of per-unit time x count over the stages of ``groups`` on ``device`` (CPU
-    rows for stages that ran on the CPU only)."""
+    """Sum of time per unit x units over the stages of ``groups`` on ``device`` (the CPU
+    row of a stage that ran on the CPU only)."""
     chosen = {}
     for r in rows:
-        if r.group in groups and (r.device == device or r.stage not in chosen):
-            if r.device == device or r.device == 'cpu':
+        if r.group in groups and r.device in (device, 'cpu'):
+            if r.stage not in chosen or r.device == device:
                 chosen[r.stage] = r
-    return sum(r.projected for r in chosen.values()), sorted(chosen)
+    return sum(r.projected for r in chosen.values())
 
 
 def projection_lines(rows, devices):
     lines = []
     for device in devices:
-        flows, _ = projection(rows, device, ('flows',))
-        scratch, _ = projection(rows, device, ('flows', 'baseline'))
+        flows = projection(rows, device, ('flows',))
+        scratch = projection(rows, device, ('flows', 'baseline'))
         lines.append('projected VOC recipe on %s: flows %.1f s = %.1f h = %.2f days; with the '
                      'baseline (train_cam, make_cam) %.1f s = %.1f h = %.2f days'
                      % (device, flows, hours(flows), hours(flows) / 24, scratch, hours(scratch),
@@ -659,22 +669,14 @@ def available_devices(requested):
     return ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--images', type=int, default=3)
-    p.add_argument('--repeats', type=int, default=2, help='timed training iterations')
-    p.add_argument('--threads', type=int, default=os.cpu_count() or 1)
-    p.add_argument('--devices', default=None, help='comma-separated (default: cpu, and cuda '
-                   'when present)')
-    p.add_argument('--stages', default=None, help='comma-separated stage names (default: all)')
-    p.add_argument('--quick', action='store_true', help='tiny sizes: a test of the script')
-    a = p.parse_args(argv)
-    torch.set_num_threads(a.threads)
+def measure_rows(a, devices):
+    """(rows, header lines) of the stages asked for, measured now."""
     settings = quick_settings() if a.quick else Settings(False, a.images, a.repeats)
-    devices = available_devices(a.devices)
-    stages = [s for s in stage_table()
-              if a.stages is None or s.name in a.stages.split(',')]
+    stages = [s for s in stage_table() if a.stages is None or s.name in a.stages.split(',')]
+    unknown = set(a.stages.split(',')) - {s.name for s in stages} if a.stages else set()
+    if unknown:
+        raise SystemExit('unknown stages %s; the stages: %s'
+                         % (sorted(unknown), ', '.join(s.name for s in stage_table())))
     load_before = os.getloadavg()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -689,12 +691,59 @@ def main(argv=None):
                       % (rows[-1].stage, device, rows[-1].per_unit, rows[-1].unit,
                          time.perf_counter() - start), file=sys.stderr, flush=True)
         sizes = sorted({bench.source.read_image(i).shape[:2] for i in bench.ids})
-    print('Machine: %s' % machine_description(devices))
-    print('%s; %d images of %s (H x W), %d timed training iterations; load average %.2f '
-          'before, %.2f after'
-          % ('QUICK (tiny sizes, not a measurement)' if a.quick else 'VOC size',
-             len(bench.ids), ', '.join('%dx%d' % s for s in sizes), settings.repeats,
-             load_before[0], os.getloadavg()[0]))
+    header = ['%s; %d images of %s (H x W), %d timed training iterations; stages %s: load '
+              'average %.2f before, %.2f after'
+              % ('QUICK (tiny sizes, not a measurement)' if a.quick else 'VOC size',
+                 len(bench.ids), ', '.join('%dx%d' % s for s in sizes), settings.repeats,
+                 ', '.join(s.name for s in stages), load_before[0], os.getloadavg()[0])]
+    return rows, header
+
+
+def save_run(path, machine, header, rows):
+    with open(path, 'w') as f:
+        json.dump({'machine': machine, 'header': header,
+                   'rows': [dataclasses.asdict(r) for r in rows]}, f, indent=1)
+
+
+def load_runs(paths):
+    """(machine, header lines, rows) of runs saved with --json, in the given order."""
+    machine, header, rows = None, [], []
+    for path in paths:
+        with open(path) as f:
+            run = json.load(f)
+        machine = machine or run['machine']
+        header += run['header']
+        rows += [Row(**r) for r in run['rows']]
+    return machine, header, rows
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--images', type=int, default=3)
+    p.add_argument('--repeats', type=int, default=2, help='timed training iterations')
+    p.add_argument('--threads', type=int, default=os.cpu_count() or 1)
+    p.add_argument('--devices', default=None, help='comma-separated (default: cpu, and cuda '
+                   'when present)')
+    p.add_argument('--stages', default=None, help='comma-separated stage names (default: all)')
+    p.add_argument('--quick', action='store_true', help='tiny sizes: a test of the script')
+    p.add_argument('--json', default=None, help='also save the rows to this file')
+    p.add_argument('--combine', nargs='+', default=None, metavar='JSON',
+                   help='print the table and projection of runs saved with --json instead '
+                   'of measuring (e.g. stages measured in separate runs)')
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    if a.combine:
+        machine, header, rows = load_runs(a.combine)
+        devices = list(dict.fromkeys(r.device for r in rows))
+    else:
+        devices = available_devices(a.devices)
+        rows, header = measure_rows(a, devices)
+        machine = machine_description(devices)
+        if a.json:
+            save_run(a.json, machine, header, rows)
+    print('Machine: %s' % machine)
+    print('\n'.join(header))
     print(format_table(rows))
     for line in projection_lines(rows, devices):
         print(line)

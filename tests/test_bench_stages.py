@@ -34,7 +34,7 @@ VOC_UNITS = {
     'eval_seg with CRF': ('image', 1449, 'flows'),
 }
 ROW = re.compile(r'^\| (?P<stage>[^|]+) \| cpu \| (?P<s>[0-9.e+-]+) per (?P<unit>\w+) \| '
-                 r'(?P<runs>\d+) \| (?P<rss>\d+) \| - \| (?P<count>\d+) \| (?P<proj>[0-9.]+) \| '
+                 r'(?P<runs>\d+) \| \d+ \| (?P<rss>\d+) \| - \| (?P<count>\d+) \| (?P<proj>[0-9.]+) \| '
                  r'(?P<group>\w+) \|')
 TOTAL = re.compile(r'^projected VOC recipe on cpu: flows (?P<flows>[0-9.]+) s = (?P<flows_h>'
                    r'[0-9.]+) h = [0-9.]+ days; with the baseline \(train_cam, make_cam\) '
