@@ -201,13 +201,14 @@ def sync(device):
 class Bench:
     """The synthetic set, the recipe's arguments and the upstream files of every stage."""
 
-    def __init__(self, settings, tmp):
+    def __init__(self, settings, tmp, irn_split=1, seg_split=1):
         import run_sample
         from data import build_source
         from tools.make_demo_voc import generate_demo_voc
         from tools.make_tiny_clip import write_tiny_clip
         self.settings = settings
         self.tmp = tmp
+        self.irn_split, self.seg_split = irn_split, seg_split
         data = generate_demo_voc(os.path.join(tmp, 'VOC2012'), n_images=2 * settings.images + 4,
                                  seed=0, min_side=settings.min_side, max_side=settings.max_side)
         self.clip_file = write_tiny_clip(os.path.join(tmp, 'tiny_clip.safetensors'))
@@ -443,20 +444,27 @@ def measure_ir_label_pool(workers):
 
 
 def measure_train_irn(bench, device):
-    """step.train_irn.train_step on a batch of --irn_batch_size crops, per iteration."""
+    """step.train_irn.train_step on --irn_batch_size crops, per iteration: with
+    ``--irn_split K`` as K steps of batch / K one after another (their summed time)."""
     from data.loaders import AffinityDataset
     from misc.paths import in_work_space
     from step.train_irn import build_path_index, build_training, train_step
     a = bench.args
+    split = bench.irn_split
     path_index = build_path_index(a)
     dataset = AffinityDataset(bench.source, bench.train_ids,
                               in_work_space(a, a.ir_label_out_dir), a.irn_crop_size, path_index,
                               rescale=a.irn_rescale)
-    batches = training_batches(dataset, a.irn_batch_size, bench.settings.repeats)
+    parts = training_batches(dataset, a.irn_batch_size // split,
+                             (bench.settings.repeats + 1) * split - 1)
     torch.manual_seed(0)
     model, optimizer, scheduler = build_training(a, path_index, 1000, device)
-    return timed_calls(lambda pack: train_step(model, pack, optimizer, scheduler, device),
-                       batches[1:], device)
+
+    def iteration(group):
+        for pack in group:
+            train_step(model, pack, optimizer, scheduler, device)
+    groups = [parts[k:k + split] for k in range(0, len(parts), split)]
+    return timed_calls(iteration, groups[1:], device)
 
 
 def measure_make_sem_seg(bench, device):
@@ -504,24 +512,29 @@ def measure_eval_sem_seg(bench, device):
 
 
 def measure_train_seg(bench, device):
-    """step.train_seg.train_iteration on a batch of --seg_batch_size crops, per iteration."""
+    """step.train_seg.train_iteration on --seg_batch_size crops, per iteration: with
+    ``--seg_split K`` as K accumulated micro-batches of batch / K (the stage's
+    --seg_iter_size mechanism)."""
     from data.loaders import SegmentationTrainDataset
     from net.deeplab import build_segmentation_model
     from step.train_seg import optimizer_for, train_iteration
     a = bench.args
+    split = bench.seg_split
     dataset = SegmentationTrainDataset(bench.source, bench.train_ids, None, a.seg_crop_size,
                                        a.seg_scales)
-    batches = training_batches(dataset, a.seg_batch_size, bench.settings.repeats)
+    parts = training_batches(dataset, a.seg_batch_size // split,
+                             (bench.settings.repeats + 1) * split - 1)
     torch.manual_seed(0)
     model = build_segmentation_model(a.seg_arch, bench.source.n_classes + 1,
                                      msc=a.seg_msc).to(device).train()
     optimizer, scheduler = optimizer_for(model, a)
     scaler = torch.amp.GradScaler(device.type, enabled=False)
 
-    def iteration(pack):
-        train_iteration(model, model, [pack], optimizer, scaler, a, device)
+    def iteration(micro_batches):
+        train_iteration(model, model, micro_batches, optimizer, scaler, a, device)
         scheduler.step()
-    return timed_calls(iteration, batches[1:], device)
+    groups = [parts[k:k + split] for k in range(0, len(parts), split)]
+    return timed_calls(iteration, groups[1:], device)
 
 
 def measure_eval_seg(use_crf):
@@ -565,10 +578,14 @@ def epochs_of_steps(n_images, batch, epochs):
     return (n_images // batch) * epochs
 
 
-def stage_table():
+def stage_table(irn_split=1, seg_split=1):
     """Every stage of the VOC recipe: what is measured and how many units it has."""
     tiny_blip = 'tiny random BLIP: a lower bound of the real BLIP ViT-B'
     tiny_clip = 'tiny random CLIP: a lower bound of the real ViT-L/14'
+    seg_note = ('%d accumulated micro-batches of 1/%d of the batch' % (seg_split, seg_split)
+                if seg_split > 1 else '')
+    irn_note = ('%d steps of 1/%d of the batch one after another, their times summed'
+                % (irn_split, irn_split) if irn_split > 1 else '')
     return [
         Stage('vqa', 'image', measure_vqa, lambda r: VOC_TRAIN_AUG, note=tiny_blip),
         Stage('text caches', 'image', measure_caches, lambda r: VOC_TRAIN_AUG, note=tiny_clip),
@@ -593,11 +610,13 @@ def stage_table():
         Stage('cam_to_ir_label 2 workers', 'image', measure_ir_label_pool(2),
               lambda r: VOC_TRAIN_AUG, on_gpu=False, note='throughput of a 2-process pool'),
         Stage('train_irn step', 'iteration', measure_train_irn,
-              lambda r: epochs_of_steps(VOC_TRAIN_AUG, r.irn_batch_size, r.irn_num_epoches)),
+              lambda r: epochs_of_steps(VOC_TRAIN_AUG, r.irn_batch_size, r.irn_num_epoches),
+              note=irn_note),
         Stage('make_sem_seg', 'image', measure_make_sem_seg, lambda r: VOC_TRAIN_AUG),
         Stage('eval_sem_seg', 'image', measure_eval_sem_seg, lambda r: VOC_TRAIN,
               on_gpu=False),
-        Stage('train_seg step', 'iteration', measure_train_seg, lambda r: r.seg_num_iters),
+        Stage('train_seg step', 'iteration', measure_train_seg, lambda r: r.seg_num_iters,
+              note=seg_note),
         Stage('eval_seg without CRF', 'image', measure_eval_seg(False), lambda r: VOC_VAL,
               group='variant'),
         Stage('eval_seg with CRF', 'image', measure_eval_seg(True), lambda r: VOC_VAL,
@@ -672,7 +691,8 @@ def available_devices(requested):
 def measure_rows(a, devices):
     """(rows, header lines) of the stages asked for, measured now."""
     settings = quick_settings() if a.quick else Settings(False, a.images, a.repeats)
-    stages = [s for s in stage_table() if a.stages is None or s.name in a.stages.split(',')]
+    stages = [s for s in stage_table(a.irn_split, a.seg_split)
+              if a.stages is None or s.name in a.stages.split(',')]
     unknown = set(a.stages.split(',')) - {s.name for s in stages} if a.stages else set()
     if unknown:
         raise SystemExit('unknown stages %s; the stages: %s'
@@ -680,7 +700,7 @@ def measure_rows(a, devices):
     load_before = os.getloadavg()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        bench = Bench(settings, tmp)
+        bench = Bench(settings, tmp, a.irn_split, a.seg_split)
         for device in devices:
             for stage in stages:
                 if device != 'cpu' and not stage.on_gpu:
@@ -726,6 +746,12 @@ def main(argv=None):
     p.add_argument('--devices', default=None, help='comma-separated (default: cpu, and cuda '
                    'when present)')
     p.add_argument('--stages', default=None, help='comma-separated stage names (default: all)')
+    p.add_argument('--irn_split', type=int, default=1,
+                   help='time a train_irn iteration as K steps of --irn_batch_size / K one '
+                   'after another (when the whole batch does not fit in memory)')
+    p.add_argument('--seg_split', type=int, default=1,
+                   help='time a train_seg iteration as K accumulated micro-batches of '
+                   '--seg_batch_size / K')
     p.add_argument('--quick', action='store_true', help='tiny sizes: a test of the script')
     p.add_argument('--json', default=None, help='also save the rows to this file')
     p.add_argument('--combine', nargs='+', default=None, metavar='JSON',
