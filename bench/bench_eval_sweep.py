@@ -79,14 +79,16 @@ def main():
     a = p.parse_args()
     if a.repeat < 1 or a.n_images < 1:
         p.error('--repeat and --n_images must be >= 1')
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as folder:
         write_synthetic(folder, a.n_images, a.size, np.random.default_rng(0))
         names = sorted(os.listdir(folder))
         runs = [timed(one_pass, folder, names) for _ in range(a.repeat)]
         t_ours, ours = statistics.median(t for t, _ in runs), runs[0][1]
         t_ref, ref = timed(per_threshold_reload, folder, names)
-    print('%d images of %dx%d, %d thresholds' % (a.n_images, a.size[0], a.size[1],
-                                                 len(THRESHOLDS)))
+    print('%d images of %dx%d, %d thresholds; load average %.1f before, %.1f after'
+          % (a.n_images, a.size[0], a.size[1], len(THRESHOLDS), load_before,
+             os.getloadavg()[0]))
     print('one pass:             %.2f s (median of %d: %s)'
           % (t_ours, a.repeat, ', '.join('%.2f' % t for t, _ in runs)))
     print('reload per threshold: %.2f s' % t_ref)

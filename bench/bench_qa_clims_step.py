@@ -7,10 +7,13 @@ mask embeddings, 64x64 input), same batch and text features. The loop
 version handles one (image, class) instance at a time, as the reference
 does (resize, FAT, two CLIP encodings of batch 1, the two InfoNCE terms).
 The batched step is the stage's own ``step.train_qa_clims.forward_terms``
-(network forward + objective) and its backward. The four measurements run
+(network forward + objective) and its backward. The measurements run
 interleaved, one of each per round, so that the load of a shared machine
 hits them alike; printed are the medians of the wall and process-CPU times,
-the medians of the per-round ratios, and the loss difference.
+the medians of the per-round ratios, and the loss difference. A fifth
+measurement, the network's forward and backward alone (the mean of its maps
+as the loss), bounds what any objective can gain (Amdahl): loop step /
+network alone.
 """
 import argparse
 import os
@@ -132,6 +135,12 @@ def main():
         terms['loss'].backward()
         return terms['loss'].item()
 
+    def network_step():
+        model.zero_grad()
+        loss = model(img).mean()
+        loss.backward()
+        return loss.item()
+
     def looped_step():
         model.zero_grad()
         loss = looped_losses(model(img), img, label, names, clip, bank, cfg)
@@ -143,7 +152,8 @@ def main():
         'objective batched': lambda: qa_clims_losses(x, img, label, names, clip, bank,
                                                      cfg)['loss'],
         'objective loop': lambda: looped_losses(x, img, label, names, clip, bank, cfg),
-        'step batched': batched_step, 'step loop': looped_step}, a.repeats)
+        'step batched': batched_step, 'step loop': looped_step,
+        'network alone': network_step}, a.repeats)
     batched, looped = runs['step batched']['out'], runs['step loop']['out']
     print('batch %d of %dx%d, %d instances, tiny CLIP %dx%d, %d threads, medians of %d '
           'interleaved rounds; load average %.1f before, %.1f after'
@@ -158,6 +168,13 @@ def main():
           'loop %.6f, abs diff %.2e'
           % (paired_ratio(runs['step loop']['wall'], runs['step batched']['wall']), batched, looped,
              abs(batched - looped)))
+    network = statistics.median(runs['network alone']['wall'])
+    print('Amdahl bound: the network alone (forward + backward of its maps, no objective) '
+          'takes %.4f s, %.0f%% of the batched step; an objective of zero cost would give '
+          'loop step / network = %.2fx (CPU time %.2fx)'
+          % (network, 100 * network / statistics.median(runs['step batched']['wall']),
+             paired_ratio(runs['step loop']['wall'], runs['network alone']['wall']),
+             paired_ratio(runs['step loop']['cpu'], runs['network alone']['cpu'])))
 
 
 if __name__ == '__main__':

@@ -9,8 +9,11 @@ w' = w * g, b' = beta - mean * g with g = gamma / sqrt(var + eps)); weights
 and activations are channels-last. On a CPU in float32 the ReLU and the
 residual addition of each block also run inside the convolution (oneDNN
 post-ops). Folding changes only the order of float32 roundings (about 1e-6
-of the map maximum); under autocast (``--amp``), in float64 or on a GPU the
-convolutions are ordinary ``F.conv2d`` calls.
+of the map maximum). Under bf16 autocast (``--amp``) on a CPU with native bf16
+kernels (AVX512-BF16, AMX) the same fused kernels run in bf16 on weights
+converted once (autocast would convert and reorder them at every call); in
+float64, on a GPU or under other autocast the convolutions are ordinary
+``F.conv2d`` calls.
 """
 import torch
 import torch.nn.functional as F
@@ -31,6 +34,14 @@ def uses_onednn_fusion(x):
             and onednn_fusion_available())
 
 
+def uses_onednn_bf16_fusion(x):
+    """Fused kernels in bf16 for CPU inputs under bf16 autocast, on CPUs with bf16 kernels."""
+    return (x.device.type == 'cpu' and torch.is_autocast_enabled('cpu')
+            and torch.get_autocast_dtype('cpu') == torch.bfloat16
+            and torch.backends.mkldnn.enabled and onednn_fusion_available()
+            and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 class FoldedConv(nn.Module):
     """``conv`` followed by the eval-mode BatchNorm ``bn`` as one convolution."""
 
@@ -41,19 +52,29 @@ class FoldedConv(nn.Module):
         self.register_buffer('weight', weight.detach().contiguous(
             memory_format=torch.channels_last))
         self.register_buffer('bias', bias.detach().clone())
+        self.register_buffer('weight_bf16', self.weight.to(torch.bfloat16), persistent=False)
+        self.register_buffer('bias_bf16', self.bias.to(torch.bfloat16), persistent=False)
         self.padding, self.stride = list(conv.padding), list(conv.stride)
         self.dilation, self.groups = list(conv.dilation), conv.groups
 
+    def fused(self, x, weight, bias, relu, residual):
+        """oneDNN's convolution with the bias, the residual addition and the ReLU inside."""
+        geometry = (self.padding, self.stride, self.dilation, self.groups)
+        if residual is not None:
+            return torch.ops.mkldnn._convolution_pointwise.binary(
+                x, residual, weight, bias, *geometry, 'add', 1.0, 'relu' if relu else 'none',
+                [], '')
+        return torch.ops.mkldnn._convolution_pointwise(
+            x, weight, bias, *geometry, 'relu' if relu else 'none', [], '')
+
     def forward(self, x, relu=False, residual=None):
         """conv(x) [+ residual] [then ReLU]."""
-        geometry = (self.padding, self.stride, self.dilation, self.groups)
         if uses_onednn_fusion(x):
-            if residual is not None:
-                return torch.ops.mkldnn._convolution_pointwise.binary(
-                    x, residual, self.weight, self.bias, *geometry, 'add', 1.0,
-                    'relu' if relu else 'none', [], '')
-            return torch.ops.mkldnn._convolution_pointwise(
-                x, self.weight, self.bias, *geometry, 'relu' if relu else 'none', [], '')
+            return self.fused(x, self.weight, self.bias, relu, residual)
+        if uses_onednn_bf16_fusion(x):
+            bf16 = torch.bfloat16
+            return self.fused(x.to(bf16), self.weight_bf16, self.bias_bf16, relu,
+                              None if residual is None else residual.to(bf16))
         y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
                      self.groups)
         if residual is not None:

@@ -8,7 +8,7 @@ import torch
 from conftest import VOC_MINI, reference_ids
 from data.loaders import multiscale_inputs
 from net.checkpoint import load_weights
-from net.folded_resnet import FoldedResNet, uses_onednn_fusion
+from net.folded_resnet import FoldedResNet, uses_onednn_bf16_fusion, uses_onednn_fusion
 from net.registry import RESNET50
 from net.resnet50_cam import InferenceCAM
 from voc12.devkit import VOC12
@@ -65,13 +65,15 @@ def test_folding_is_exact_in_float64(name, source, pairs, clims_reference_weight
 
 
 def test_autocast_runs_the_convolutions_in_bf16(source, pairs, clims_reference_weights):
-    """--amp: under CPU autocast the folded network computes in bfloat16."""
+    """--amp: under CPU autocast the folded network computes in bfloat16 (oneDNN's fused
+    bf16 kernels where the CPU has them, F.conv2d otherwise)."""
     network = InferenceCAM(eval_network('qa_clims', source, clims_reference_weights))
     pair = pairs[-1]
     with torch.inference_mode():
         expected = network(pair)
         with torch.autocast('cpu', dtype=torch.bfloat16):
             assert not uses_onednn_fusion(pair)
+            assert uses_onednn_bf16_fusion(pair) == torch.ops.mkldnn._is_mkldnn_bf16_supported()
             ours = network(pair)
     assert ours.dtype == torch.bfloat16
     assert not torch.equal(ours.float(), expected)
