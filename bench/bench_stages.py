@@ -91,6 +91,7 @@ class Settings:
 def quick_settings():
     return Settings(quick=True, images=1, repeats=1, min_side=56, max_side=72, overrides=[
         '--cam_batch_size', '2', '--cam_crop_size', '64', '--clims_batch_size', '2',
+        '--clims_crop_size', '64',
         '--irn_batch_size', '2', '--irn_crop_size', '80', '--seg_batch_size', '2',
         '--seg_crop_size', '64', '--cam_scales', '1.0,0.5', '--seg_eval_scales', '1.0,0.5',
         '--vqa_image_size', '32'])
@@ -203,7 +204,7 @@ class Bench:
 
     def __init__(self, settings, tmp, irn_split=1, seg_split=1):
         import run_sample
-        from data import build_source
+        from pipeline.stage import build_source
         from tools.make_demo_voc import generate_demo_voc
         from tools.make_tiny_clip import write_tiny_clip
         self.settings = settings
@@ -235,10 +236,10 @@ class Bench:
     def write_upstream_files(self):
         """CAMs (blurred class masks), confident regions and pseudo masks (the masks)."""
         from misc.io import save_npz, save_png
-        from misc.paths import cam_out_dir, in_work_space
-        cam_dir = cam_out_dir(self.args)
-        label_dirs = [in_work_space(self.args, self.args.ir_label_out_dir),
-                      in_work_space(self.args, self.args.sem_seg_out_dir)]
+        from pipeline.paths import in_work_space
+        cam_dir = in_work_space(self.args.work_space, self.args.cam_out_dir)
+        label_dirs = [in_work_space(self.args.work_space, self.args.ir_label_out_dir),
+                      in_work_space(self.args.work_space, self.args.sem_seg_out_dir)]
         for folder in [cam_dir] + label_dirs:
             os.makedirs(folder, exist_ok=True)
         for image_id in self.train_ids:
@@ -312,18 +313,19 @@ def training_batches(dataset, batch, repeats, seed=0):
 
 
 def measure_train_cam(bench, device):
-    """step.train_cam.train_step on a batch of --cam_batch_size crops, per iteration."""
+    """One engine step of step.train_cam (its batch_loss) on --cam_batch_size crops, per
+    iteration."""
     from data.loaders import ClassificationDataset
-    from step.train_cam import build_training, train_step
+    from pipeline.engine import Optimiser
+    from step.train_cam import batch_loss, build_training
     a = bench.args
     dataset = ClassificationDataset(bench.source, bench.train_ids, resize_long=a.cam_resize_long,
                                     hor_flip=True, crop_size=a.cam_crop_size,
                                     crop_method='random')
     batches = training_batches(dataset, a.cam_batch_size, bench.settings.repeats)
     model, optimizer, scheduler = build_training(a, bench.source.n_classes, 1000, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=False)
-    return timed_calls(lambda pack: train_step(model, pack, optimizer, scheduler, scaler, device),
-                       batches[1:], device)
+    optimiser = Optimiser(optimizer, scheduler, device)
+    return timed_calls(lambda pack: optimiser.step(model, [pack], batch_loss), batches[1:], device)
 
 
 def cam_packs(bench, scales):
@@ -342,7 +344,7 @@ def measure_cams(network_of, amp):
     def measure(bench, device):
         from data.loaders import MultiScaleDataset
         from misc.io import save_npz
-        from misc.training import autocast_context
+        from pipeline.engine import autocast_context
         from net.resnet50_cam import InferenceCAM
         from step.make_cam import image_cams
         torch.manual_seed(0)
@@ -367,11 +369,13 @@ def cam_network_of(kind):
 
 
 def measure_train_qa_clims(bench, device):
-    """step.train_qa_clims.train_step on a batch of --clims_batch_size crops (tiny CLIP),
-    per iteration."""
+    """One engine step of step.train_qa_clims (its loss terms) on a batch of
+    --clims_batch_size crops (tiny CLIP), per iteration."""
     from data.loaders import ClassificationDataset
     from net.checkpoint import save_weights
     from net.registry import RESNET50
+    from pipeline.engine import Optimiser
+    from pipeline.qa_clims_inputs import objective_config, text_bank_for, training_clip
     from step import train_qa_clims as stage
     from tools.gen_text_feats_cache import main as gen_text_feats_cache
     a = bench.args
@@ -381,39 +385,47 @@ def measure_train_qa_clims(bench, device):
     torch.manual_seed(0)
     save_weights(RESNET50.baseline(bench.source.n_classes), os.path.join(
         a.work_space, a.cam_weights_name))
-    clip_model = stage.training_clip(a, device)
-    bank = stage.text_bank_for(bench.source, bench.train_ids, clip_model, a, device)
-    cfg = stage.objective_config(a, clip_model)
-    dataset = ClassificationDataset(bench.source, bench.train_ids, resize_long=a.cam_resize_long,
-                                    hor_flip=True, crop_size=a.cam_crop_size,
+    clip_model = training_clip(a, device)
+    bank = text_bank_for(bench.source, bench.train_ids, clip_model, a, device)
+    cfg = objective_config(a, clip_model)
+    dataset = ClassificationDataset(bench.source, bench.train_ids, resize_long=a.clims_resize_long,
+                                    hor_flip=True, crop_size=a.clims_crop_size,
                                     crop_method='random')
     batches = training_batches(dataset, a.clims_batch_size, bench.settings.repeats)
     model, optimizer, scheduler = stage.build_training(a, bench.source.n_classes, 1000, device)
     model.train()
-    scaler = stage.grad_scaler(a, device)
-    return timed_calls(lambda pack: stage.train_step(model, pack, clip_model, bank, cfg,
-                                                     optimizer, scheduler, scaler, device,
-                                                     False), batches[1:], device)
+    optimiser = Optimiser(optimizer, scheduler, device)
+
+    def batch_loss(forward, pack):
+        terms = stage.forward_terms(forward, pack, clip_model, bank, cfg)[1]
+        return {k: terms[k] for k in stage.LOGGED_TERMS}
+    return timed_calls(lambda pack: optimiser.step(model, [pack], batch_loss), batches[1:],
+                       device)
+
+
+def cam_files_of(a):
+    """The CAM files the later stages read, as they build them from their flags."""
+    from pipeline.paths import in_work_space
+    from wsss.cam import CamFiles
+    return CamFiles(in_work_space(a.work_space, a.cam_out_dir), a.import_reference_cams)
 
 
 def measure_eval_cam(bench, device):
     """step.eval_cam's pass: read the CAMs and the mask, add to the sweep, per image."""
-    from misc.cam import CamFiles
     from step.eval_cam import accumulate, sweep_thresholds
     a = bench.args
-    cam_files = CamFiles.from_args(a)
+    cam_files = cam_files_of(a)
     thresholds = sweep_thresholds(a)
     return timed_calls(lambda i: accumulate(bench.source, [i], cam_files, thresholds),
                        bench.ids, device)
 
 
 def ir_label_jobs(bench):
-    from misc.cam import CamFiles
-    from misc.paths import in_work_space
+    from pipeline.paths import in_work_space
     a = bench.args
-    out_dir = in_work_space(a, 'ir_label_bench')
+    out_dir = in_work_space(a.work_space, 'ir_label_bench')
     os.makedirs(out_dir, exist_ok=True)
-    return [(bench.source, i, CamFiles.from_args(a), out_dir, a.conf_fg_thres, a.conf_bg_thres)
+    return [(bench.source, i, cam_files_of(a), out_dir, a.conf_fg_thres, a.conf_bg_thres)
             for i in bench.ids]
 
 
@@ -444,25 +456,27 @@ def measure_ir_label_pool(workers):
 
 
 def measure_train_irn(bench, device):
-    """step.train_irn.train_step on --irn_batch_size crops, per iteration: with
-    ``--irn_split K`` as K steps of batch / K one after another (their summed time)."""
-    from data.loaders import AffinityDataset
-    from misc.paths import in_work_space
-    from step.train_irn import build_path_index, build_training, train_step
+    """One engine step of step.train_irn (its batch_loss) on --irn_batch_size crops, per
+    iteration: with ``--irn_split K`` as K accumulated micro-batches of batch / K."""
+    from pipeline.engine import Optimiser
+    from pipeline.paths import in_work_space
+    from step.train_irn import batch_loss, build_path_index, build_training
+    from wsss.path_index import AffinityDataset
     a = bench.args
     split = bench.irn_split
     path_index = build_path_index(a)
     dataset = AffinityDataset(bench.source, bench.train_ids,
-                              in_work_space(a, a.ir_label_out_dir), a.irn_crop_size, path_index,
+                              in_work_space(a.work_space, a.ir_label_out_dir), a.irn_crop_size,
+                              path_index,
                               rescale=a.irn_rescale)
     parts = training_batches(dataset, a.irn_batch_size // split,
                              (bench.settings.repeats + 1) * split - 1)
     torch.manual_seed(0)
     model, optimizer, scheduler = build_training(a, path_index, 1000, device)
+    optimiser = Optimiser(optimizer, scheduler, device)
 
     def iteration(group):
-        for pack in group:
-            train_step(model, pack, optimizer, scheduler, device)
+        optimiser.step(model, group, batch_loss)
     groups = [parts[k:k + split] for k in range(0, len(parts), split)]
     return timed_calls(iteration, groups[1:], device)
 
@@ -470,7 +484,6 @@ def measure_train_irn(bench, device):
 def measure_make_sem_seg(bench, device):
     """step.make_sem_seg_labels' loop: edge map, random walk, PNG, per image."""
     from data.loaders import MultiScaleDataset
-    from misc.cam import CamFiles
     from misc.io import save_png
     from net.registry import RESNET50
     from net.resnet50_irn import edge_map
@@ -479,7 +492,7 @@ def measure_make_sem_seg(bench, device):
     torch.manual_seed(0)
     model = RESNET50.irnet().to(device).eval()
     dataset = MultiScaleDataset(bench.source, bench.ids, (1.0,))
-    cam_files = CamFiles.from_args(a)
+    cam_files = cam_files_of(a)
     out_dir = os.path.join(bench.tmp, 'sem_seg_out')
     os.makedirs(out_dir, exist_ok=True)
 
@@ -497,11 +510,11 @@ def measure_make_sem_seg(bench, device):
 
 def measure_eval_sem_seg(bench, device):
     """step.eval_sem_seg's loop: read the mask and the pseudo mask, confusion, per image."""
-    from misc.metrics import confusion_matrix
-    from misc.paths import in_work_space
+    from wsss.metrics import confusion_matrix
+    from pipeline.paths import in_work_space
     from step.eval_sem_seg import read_prediction
     a = bench.args
-    pred_dir = in_work_space(a, a.sem_seg_out_dir)
+    pred_dir = in_work_space(a.work_space, a.sem_seg_out_dir)
     n_class = bench.source.n_classes + 1
 
     def one_image(image_id):
@@ -512,12 +525,14 @@ def measure_eval_sem_seg(bench, device):
 
 
 def measure_train_seg(bench, device):
-    """step.train_seg.train_iteration on --seg_batch_size crops, per iteration: with
+    """One engine step of step.train_seg (its batch_loss) on --seg_batch_size crops, per
+    iteration: with
     ``--seg_split K`` as K accumulated micro-batches of batch / K (the stage's
     --seg_iter_size mechanism)."""
     from data.loaders import SegmentationTrainDataset
     from net.deeplab import build_segmentation_model
-    from step.train_seg import optimizer_for, train_iteration
+    from pipeline.engine import Optimiser
+    from step.train_seg import batch_loss, optimizer_for
     a = bench.args
     split = bench.seg_split
     dataset = SegmentationTrainDataset(bench.source, bench.train_ids, None, a.seg_crop_size,
@@ -528,11 +543,10 @@ def measure_train_seg(bench, device):
     model = build_segmentation_model(a.seg_arch, bench.source.n_classes + 1,
                                      msc=a.seg_msc).to(device).train()
     optimizer, scheduler = optimizer_for(model, a)
-    scaler = torch.amp.GradScaler(device.type, enabled=False)
+    optimiser = Optimiser(optimizer, scheduler, device)
 
     def iteration(micro_batches):
-        train_iteration(model, model, micro_batches, optimizer, scaler, a, device)
-        scheduler.step()
+        optimiser.step(model, micro_batches, batch_loss)
     groups = [parts[k:k + split] for k in range(0, len(parts), split)]
     return timed_calls(iteration, groups[1:], device)
 
