@@ -34,8 +34,8 @@ def train_irn_record(args, source, ids):
         'train_irn', args, files=backbone,
         lists={'train_list': provenance.list_sha256(ids),
                'infer_list': provenance.list_sha256(source.ids(args.infer_list))},
-        upstream={'ir_label': provenance.folder_record(in_work_space(args,
-                                                                     args.ir_label_out_dir))})
+        upstream={'ir_label': provenance.folder_record(
+            in_work_space(args.work_space, args.ir_label_out_dir))})
 
 
 def train_seg_record(args, ids, label_dir):
