@@ -598,8 +598,8 @@ def stage_table(irn_split=1, seg_split=1):
     tiny_clip = 'tiny random CLIP: a lower bound of the real ViT-L/14'
     seg_note = ('%d accumulated micro-batches of 1/%d of the batch' % (seg_split, seg_split)
                 if seg_split > 1 else '')
-    irn_note = ('%d steps of 1/%d of the batch one after another, their times summed'
-                % (irn_split, irn_split) if irn_split > 1 else '')
+    irn_note = ('%d accumulated micro-batches of 1/%d of the batch' % (irn_split, irn_split)
+                if irn_split > 1 else '')
     return [
         Stage('vqa', 'image', measure_vqa, lambda r: VOC_TRAIN_AUG, note=tiny_blip),
         Stage('text caches', 'image', measure_caches, lambda r: VOC_TRAIN_AUG, note=tiny_clip),
