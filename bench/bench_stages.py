@@ -403,15 +403,9 @@ def measure_train_qa_clims(bench, device):
                        device)
 
 
-def cam_files_of(a):
-    """The CAM files the later stages read, as they build them from their flags."""
-    from pipeline.paths import in_work_space
-    from wsss.cam import CamFiles
-    return CamFiles(in_work_space(a.work_space, a.cam_out_dir), a.import_reference_cams)
-
-
 def measure_eval_cam(bench, device):
     """step.eval_cam's pass: read the CAMs and the mask, add to the sweep, per image."""
+    from pipeline.stage import cam_files_of
     from step.eval_cam import accumulate, sweep_thresholds
     a = bench.args
     cam_files = cam_files_of(a)
@@ -422,6 +416,7 @@ def measure_eval_cam(bench, device):
 
 def ir_label_jobs(bench):
     from pipeline.paths import in_work_space
+    from pipeline.stage import cam_files_of
     a = bench.args
     out_dir = in_work_space(a.work_space, 'ir_label_bench')
     os.makedirs(out_dir, exist_ok=True)
@@ -487,6 +482,7 @@ def measure_make_sem_seg(bench, device):
     from misc.io import save_png
     from net.registry import RESNET50
     from net.resnet50_irn import edge_map
+    from pipeline.stage import cam_files_of
     from step.make_sem_seg_labels import pseudo_label
     a = bench.args
     torch.manual_seed(0)

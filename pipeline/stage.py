@@ -1,9 +1,10 @@
 """What every stage does first: device, process group, dataset, image list,
 and, for per-image outputs, which images are still to do in this process.
 
-:func:`build_source` and :func:`prepare` are where the environment flags
-(``--dataset`` and its root flag, ``--work_space``, ``--device``, ``--seed``)
-are read; every other helper takes values (docs/extending.md#layers)."""
+:func:`build_source`, :func:`cam_files_of` and :func:`prepare` are where the environment
+flags (``--dataset`` and its root flag, ``--work_space``, ``--cam_out_dir``,
+``--device``, ``--seed``) are read; every other helper takes values
+(docs/extending.md#layers)."""
 import os
 
 import torch
@@ -13,12 +14,20 @@ from data.registry import dataset_entry
 from misc import dist
 from misc.io import claim_output, is_complete_file, per_image_file, remove_partial_files
 from misc.logutil import get_logger
+from pipeline.paths import in_work_space
+from wsss.cam import CamFiles
 
 
 def build_source(args):
     """The dataset of ``--dataset`` (default voc12) at the folder of its root flag."""
     entry = dataset_entry(getattr(args, 'dataset', 'voc12'))
     return entry.build(getattr(args, entry.root_flag, None), getattr(args, 'work_space', None))
+
+
+def cam_files_of(args):
+    """The CAM files of ``--cam_out_dir`` that eval_cam, cam_to_ir_label and make_sem_seg
+    read (the authors' ``.npy`` with ``--import_reference_cams True``)."""
+    return CamFiles(in_work_space(args.work_space, args.cam_out_dir), args.import_reference_cams)
 
 
 def prepare(args, image_list, seed=False):

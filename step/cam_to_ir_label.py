@@ -20,8 +20,7 @@ from misc.io import per_image_file, save_png
 from misc.logutil import get_logger
 from pipeline import provenance
 from pipeline.paths import in_work_space
-from pipeline.stage import pending_shard, prepare
-from wsss.cam import CamFiles
+from pipeline.stage import cam_files_of, pending_shard, prepare
 from wsss.crf import crf_inference_label
 
 
@@ -56,7 +55,7 @@ def run(args):
     _, source, listed = prepare(args, args.train_list)
     reference = protocol.reference_protocol(args.dataset, args.coco_protocol)
     ids = protocol.cam_image_ids(listed, reference)
-    cam_files = CamFiles(in_work_space(args.work_space, args.cam_out_dir), args.import_reference_cams)
+    cam_files = cam_files_of(args)
     out_dir = in_work_space(args.work_space, args.ir_label_out_dir)
     cam_files.require(ids, args.train_list)
     record = provenance.stage_record('cam_to_ir_label', args,

@@ -25,8 +25,7 @@ from misc.logutil import get_logger
 from pipeline import provenance
 from pipeline.paths import in_work_space
 from pipeline.report import class_scores, evaluated, iou_table
-from pipeline.stage import build_source, ids_to_score
-from wsss.cam import CamFiles
+from pipeline.stage import build_source, cam_files_of, ids_to_score
 from wsss.metrics import ThresholdSweep, among_predfg_bg, original_early_stop_best
 
 SWEEP_THRESHOLDS = tuple(i / 100.0 for i in range(5, 60))
@@ -103,7 +102,7 @@ def run(args):
     ids = ids_to_score(source, listed, args.chainer_eval_set, 'eval_cam')
     if not ids:
         return None
-    cam_files = CamFiles(in_work_space(args.work_space, args.cam_out_dir), args.import_reference_cams)
+    cam_files = cam_files_of(args)
     cam_files.require(ids, args.chainer_eval_set)
     thresholds = sweep_thresholds(args)
     sweep = accumulate(source, ids, cam_files, thresholds)

@@ -28,8 +28,7 @@ from net.registry import cam_network
 from net.resnet50_irn import edge_map
 from pipeline import provenance
 from pipeline.paths import in_work_space
-from pipeline.stage import pending_shard, prepare
-from wsss.cam import CamFiles
+from pipeline.stage import cam_files_of, pending_shard, prepare
 from wsss.random_walk import propagate_to_edge
 
 
@@ -56,7 +55,7 @@ def run(args):
     device, source, listed = prepare(args, args.infer_list)
     reference = protocol.reference_protocol(args.dataset, args.coco_protocol)
     ids = protocol.cam_image_ids(listed, reference)
-    cam_files = CamFiles(in_work_space(args.work_space, args.cam_out_dir), args.import_reference_cams)
+    cam_files = cam_files_of(args)
     out_dir = in_work_space(args.work_space, args.sem_seg_out_dir)
     color_dir = out_dir + '_color' if args.sem_seg_color else None
     cam_files.require(ids, args.infer_list)
