@@ -17,7 +17,8 @@ complement of an object, and plain object crops. Each view's target is
 spread over the texts of what it shows, in proportion to the area each thing
 covers: an object's class prompt and its FG answers, a region's name, the
 plain background's answers (the texts of ``tools/make_demo_vqa.py``, with
-the prompt of :data:`vqa.text_features.PROMPT`). The logit scale is fixed at
+the prompt of :data:`vqa.text_features.PROMPT`); in a crop the object it is of
+counts CROP_FOCUS times its area. The logit scale is fixed at
 50 and gradients are clipped to norm 1.
 
 Zero-shot accuracy (argmax over the class prompts of ``--classes``) is
@@ -105,7 +106,8 @@ def scene_components(rgb, label, regions, scene):
 def normalised(rgb):
     """ImageNet-normalised image [3, H, W] (what the CAM network and the QA-CLIMS views see)."""
     x = torch.from_numpy(rgb.astype(np.float32) / 255.0).permute(2, 0, 1)
-    return (x - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[:, None, None]
+    mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+    return (x - mean[:, None, None]) / std[:, None, None]
 
 
 def framed(rng, stack):
@@ -339,7 +341,8 @@ def class_ids_of(names):
         return list(range(len(VOC_CLASSES)))
     unknown = [n for n in names.split(',') if n not in VOC_CLASSES]
     if unknown:
-        raise ValueError('unknown class names %s (VOC classes: %s)' % (unknown, ', '.join(VOC_CLASSES)))
+        raise ValueError('unknown class names %s (VOC classes: %s)'
+                         % (unknown, ', '.join(VOC_CLASSES)))
     return sorted(VOC_CLASSES.index(n) for n in names.split(','))
 
 
