@@ -103,12 +103,14 @@ def row(label_names, result):
     return {'miou': result['miou'], 'iou': per_class(label_names, result['iou'])}
 
 
-def demo_results(source, opts, clip_info, baseline, qa, sem, seg, times):
-    """The content of results.json (``clip_info``: the tiny CLIPs' zero-shot results)."""
+def demo_results(source, opts, model_info, baseline, qa, sem, seg, times):
+    """The content of results.json (``model_info``: what the pretraining and the tiny-CLIP
+    training reported)."""
     names = source.label_names
     pseudo = row(names, sem)
     pseudo['background_iou'] = sem['iou'][0]
-    return {'seed': opts.seed, 'clip': clip_info,
+    clip = {k: v for k, v in model_info.items() if k != 'backbone'}
+    return {'seed': opts.seed, 'clip': clip, 'pretraining': model_info['backbone'],
             'baseline_cam': dict(row(names, baseline), best=baseline['best']),
             'qa_clims_cam': dict(row(names, qa), best=qa['best']),
             'pseudo_mask': pseudo,
@@ -145,27 +147,34 @@ class StageClock:
         return result
 
 
+def made_once(path, clock, name, make, *args):
+    """Run ``make(path, *args)`` (timed as ``name``) unless ``path`` and its ``.json``
+    record exist; returns the record (what ``make`` returned)."""
+    record = path + '.json'
+    if not os.path.isfile(path) or not os.path.isfile(record):
+        info = clock.run(name, make, path, *args)
+        with atomic_write(record, 'w') as f:
+            json.dump(info, f, indent=1)
+    with open(record) as f:
+        return json.load(f)
+
+
 def prepare_models(opts, class_ids, clock):
     """The pretrained backbone and the tiny CLIPs (trained; untrained for the ablation):
-    ({'backbone', 'clip', 'random_clip': path}, {'clip', 'random_clip': zero-shot results});
-    files already made for this seed are reused."""
-    files = {'backbone': os.path.join(opts.out, 'pretrained_res50_seed%d.pth' % opts.seed)}
-    if not os.path.isfile(files['backbone']):
-        clock.run('pretrain_backbone', pretrain_backbone, files['backbone'], opts.seed,
-                  opts.pretrain_scenes, opts.pretrain_steps)
+    ({'backbone', 'clip', 'random_clip': path}, {'backbone', 'clip', 'random_clip': what
+    their tools report}); files made earlier with the same seed and steps are reused."""
+    files = {'backbone': os.path.join(opts.out, 'pretrained_res50_seed%d_steps%d.pth'
+                                      % (opts.seed, opts.pretrain_steps))}
+    infos = {'backbone': made_once(files['backbone'], clock, 'pretrain_backbone',
+                                   pretrain_backbone, opts.seed, opts.pretrain_scenes,
+                                   opts.pretrain_steps)}
     kinds = ('clip', 'random_clip') if opts.random_clip_ablation else ('clip',)
-    infos = {}
     for kind in kinds:
-        files[kind] = os.path.join(opts.out, 'tiny_%s_seed%d.safetensors' % (kind, opts.seed))
-        info_path = files[kind] + '.json'
-        if not os.path.isfile(files[kind]) or not os.path.isfile(info_path):
-            steps = opts.clip_steps if kind == 'clip' else 0
-            info = clock.run('train_tiny_clip' if steps else 'random_clip', train_tiny_clip,
-                             files[kind], class_ids, opts.seed, opts.clip_scenes, steps)
-            with atomic_write(info_path, 'w') as f:
-                json.dump(info, f, indent=1)
-        with open(info_path) as f:
-            infos[kind] = json.load(f)
+        steps = opts.clip_steps if kind == 'clip' else 0
+        files[kind] = os.path.join(opts.out, 'tiny_clip_seed%d_steps%d.safetensors'
+                                   % (opts.seed, steps))
+        infos[kind] = made_once(files[kind], clock, 'train_tiny_clip' if steps else 'random_clip',
+                                train_tiny_clip, class_ids, opts.seed, opts.clip_scenes, steps)
     return files, infos
 
 
@@ -218,7 +227,7 @@ def main(argv=None):
     data = clock.run('dataset', generate_demo_voc, os.path.join(opts.out, 'VOC2012'),
                      opts.n_images, opts.seed, False, 96, 192, opts.max_classes)
     class_ids = sorted({c for i in data['train'] for c in data['labels'][i]})
-    files, clip_info = prepare_models(opts, class_ids, clock)
+    files, model_info = prepare_models(opts, class_ids, clock)
     baseline = clock.run('baseline_cam', run_stages, demo_arguments(
         opts, data['root'], files, BASELINE_STAGES, 'cams_baseline'))['eval_cam']
     ablation = None
@@ -232,7 +241,7 @@ def main(argv=None):
     seg = clock.run('segmentation', run_stages, demo_arguments(
         opts, data['root'], files, SEG_STAGES, 'cams'))['eval_seg']
     source = build_source(args)
-    results = demo_results(source, opts, clip_info, baseline, qa, sem, seg, clock.times)
+    results = demo_results(source, opts, model_info, baseline, qa, sem, seg, clock.times)
     if ablation is not None:
         results['qa_clims_cam_random_clip'] = dict(row(source.label_names, ablation),
                                                    best=ablation['best'])
@@ -246,7 +255,7 @@ def main(argv=None):
              '\n%s\nCLIP zero-shot accuracy on held-out crops: %s\nStage times (s): %s',
              opts.seed, results['n_train_images'], train_table,
              100 * results['pseudo_mask']['background_iou'], results['segmentation']['n_images'],
-             val_table, '%.1f%%' % (100 * clip_info['clip']['crop_accuracy']),
+             val_table, '%.1f%%' % (100 * results['clip']['clip']['crop_accuracy']),
              ', '.join('%s %.0f' % kv for kv in clock.times.items()))
     log.info('results: %s\nreport page: %s', os.path.abspath(results_path), os.path.abspath(page))
     log.info('Demo finished in %.0f s', sum(clock.times.values()))

@@ -9,7 +9,7 @@ import run_demo
 from misc.report import comparison_table, iou_table
 from tools.demo_report import COLUMNS, TILE_MIN
 
-TINY = ['--n_images', '15', '--epochs', '1', '--crop', '96', '--clims_epochs', '1',
+TINY = ['--n_images', '12', '--epochs', '1', '--crop', '96', '--clims_epochs', '1',
         '--irn_epochs', '1', '--seg_iters', '2', '--seg_crop', '64', '--pretrain_scenes', '10',
         '--pretrain_steps', '2', '--clip_scenes', '10', '--clip_steps', '2', '--device', 'cpu']
 
