@@ -56,7 +56,7 @@ def table(results):
     """Markdown table: each row's mean +- std and per-seed values (percent; seconds as is)."""
     seeds = [r['seed'] for r in results]
     lines = ['| | mean +- std | %s |' % ' | '.join('seed %d' % s for s in seeds),
-             '|---|---|%s' % '---|' * len(seeds)]
+             '|---|---|' + '---|' * len(seeds)]
     for name, get in ROWS:
         values = [get(r) for r in results]
         mean, std = mean_std(values)

@@ -77,3 +77,21 @@ def test_comparison_table_rows():
     lines = table.splitlines()
     assert 'pseudo mask' in lines[0] and len(lines) == 4
     assert lines[-1].split() == ['mIoU', '37.50', '40.00']
+
+
+def test_bench_table_gives_mean_std_per_seed_values_and_targets(demo):
+    from bench.bench_method import ROWS, table, targets
+    _, results = demo
+    other = json.loads(json.dumps(results))
+    other['seed'], other['qa_clims_cam']['miou'] = 1, results['baseline_cam']['miou'] + 0.1
+    lines = table([results, other]).splitlines()
+    assert lines[0] == '| | mean +- std | seed 0 | seed 1 |'
+    assert len(lines) == 2 + len(ROWS) + len(targets(results))
+    qa = next(line for line in lines if line.startswith('| QA-CLIMS CAM mIoU'))
+    values = [100 * results['qa_clims_cam']['miou'], 100 * other['qa_clims_cam']['miou']]
+    mean = sum(values) / 2
+    std = abs(values[0] - values[1]) / 2 ** 0.5
+    assert qa == '| QA-CLIMS CAM mIoU (train) | %.1f +- %.1f | %.1f | %.1f |' % (
+        mean, std, values[0], values[1])
+    assert targets(other)['QA-CLIMS >= baseline + 5']
+    assert '| target: QA-CLIMS >= baseline + 5 |' in '\n'.join(lines)
