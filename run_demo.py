@@ -1,63 +1,89 @@
-"""The demo: synthetic VOC-layout data -> baseline CAM training -> QA-CLIMS
-training (with a tiny random CLIP and the generator's VQA answers) -> CAMs ->
-evaluation -> IRNet (confident regions, training, random walk) -> pseudo-mask
-evaluation, on CPU in a few minutes (``./demo.sh`` sets up and runs this).
+"""The demo: the method on a synthetic world, on CPU (README: the demo).
 
-    python run_demo.py [--out demo_out] [--epochs 30] [--device auto]
+    python run_demo.py [--out demo_out] [--seed 0] [--device auto]
 
-Prints the per-class IoU tables, where the outputs are, and writes panels
-(image | CAM overlay | CAM labels | GT) to ``<out>/overlays`` and
-(image | pseudo mask | GT) to ``<out>/overlays_sem_seg``.
+1. a synthetic VOC-layout dataset whose classes co-occur with their own
+   background regions and carry a small discriminative part, with VQA
+   answers naming what was drawn (tools/make_demo_voc.py);
+2. a short ResNet-50 pretraining on other scenes of that world, standing in
+   for ImageNet (tools/pretrain_backbone.py), reused by train_cam, IRNet and
+   the segmentation network (DeepLab-v2 on that ResNet-50: ``--seg_arch
+   deeplabv2_resnet50``, lighter than the paper's ResNet-101);
+3. a tiny CLIP trained on that world (tools/train_tiny_clip.py;
+   ``--random_clip_ablation`` also runs QA-CLIMS with the same network
+   untrained, from the same baseline);
+4. baseline CAMs, QA-CLIMS CAMs, IRNet pseudo masks, the segmentation network,
+   each evaluated (CAMs and pseudo masks on train, the segmentation on val).
+
+Writes ``<out>/results.json`` (every row's mIoU and per-class IoU, the seed,
+the time of each stage) and ``<out>/report.html`` (tables, stage times and
+panels image | baseline CAM | QA-CLIMS CAM | pseudo mask | segmentation | GT
+of val images, PNGs in ``<out>/panels``), and prints the page's path.
+The demo's settings (small crops and batches, more epochs than the recipe's,
+the thresholds below) are for this world only: the recipe's defaults for real
+runs are those of run_sample.py.
 """
 import argparse
+import json
+import math
 import os
 import time
 
 import torch
 
-from misc.logutil import get_logger
-from pipeline.paths import in_work_space
+from misc.io import atomic_write
+from misc.logutil import get_logger, setup_logging
 from pipeline.report import comparison_table
 from pipeline.stage import build_source
 from run_sample import build_parser, run_stages
+from tools.demo_report import write_panels, write_report
 from tools.gen_text_feats_cache import main as gen_text_feats_cache
 from tools.make_demo_voc import generate_demo_voc
-from tools.make_tiny_clip import write_tiny_clip
-from tools.visualize import write_cam_panels, write_label_panels
-
+from tools.pretrain_backbone import pretrain_backbone
+from tools.train_tiny_clip import train_tiny_clip
 
 BASELINE_STAGES = ('train_cam', 'make_cam', 'eval_cam')
-QA_CLIMS_STAGES = ('train_qa_clims', 'make_clims', 'eval_cam', 'cam_to_ir_label', 'train_irn',
-                   'make_sem_seg', 'eval_sem_seg', 'train_seg', 'eval_seg')
+QA_CLIMS_STAGES = ('train_qa_clims', 'make_clims', 'eval_cam')
+IRNET_STAGES = ('cam_to_ir_label', 'train_irn', 'make_sem_seg', 'eval_sem_seg')
+SEG_STAGES = ('train_seg', 'eval_seg')
+N_PANELS = 4
 
 
-def demo_arguments(out, voc_root, clip_file, opts, stages, cam_out_dir):
-    """run_sample arguments of the demo: small crops and batches for a CPU."""
-    ws = os.path.join(out, 'work_space')
-    resize_long = '%d,%d' % (opts.crop * 3 // 4, opts.crop * 5 // 4)
+def demo_arguments(opts, voc_root, files, stages, cams, tag=''):
+    """run_sample arguments of the demo's stages: small crops and batches for a CPU;
+    ``tag`` names the QA-CLIMS weights and text features of another CLIP."""
+    ws = os.path.join(opts.out, 'work_space')
     argv = [
         '--voc12_root', voc_root, '--work_space', ws,
-        '--device', opts.device, '--num_workers', str(opts.num_workers), '--seed', '0',
-        '--train_list', 'train', '--val_list', '', '--infer_list', 'train',
-        '--chainer_eval_set', 'train', '--cam_out_dir', cam_out_dir,
+        '--device', opts.device, '--num_workers', str(opts.num_workers), '--seed', str(opts.seed),
+        '--train_list', 'train', '--val_list', '', '--infer_list', 'trainval',
+        '--chainer_eval_set', 'train', '--cam_out_dir', cams,
+        '--imagenet_weights', files['backbone'],
         '--cam_batch_size', '8', '--cam_num_epoches', str(opts.epochs),
         '--cam_learning_rate', str(opts.lr), '--cam_crop_size', str(opts.crop),
-        '--cam_detach_early_stages', 'True',     # random backbone: all stages at lr 0.1 diverge
-        '--cam_resize_long', resize_long,
+        '--cam_resize_long', '%d,%d' % (opts.crop * 3 // 4, opts.crop * 5 // 4),
         '--cam_scales', '1.0,0.5,1.5', '--eval_cam_best', 'True',
         '--clims_batch_size', '8', '--clims_num_epoches', str(opts.clims_epochs),
-        '--clims_crop_size', str(opts.crop), '--clims_resize_long', resize_long,
-        '--clip', clip_file, '--mask_clip_weights', clip_file,
+        '--clims_learning_rate', str(opts.clims_lr),
+        '--clims_crop_size', str(opts.crop),
+        '--clims_resize_long', '%d,%d' % (opts.crop * 3 // 4, opts.crop * 5 // 4),
+        '--clip', files['clip'], '--mask_clip_weights', files['clip'],
         '--vqa_fg_file', os.path.join(voc_root, 'vqa_fg.json'),
         '--vqa_bg_file', os.path.join(voc_root, 'vqa_bg.json'),
-        '--vqa_fg_cache_file', os.path.join(ws, 'vqa_fg_cache.safetensors'),
-        '--vqa_bg_cache_file', os.path.join(ws, 'vqa_bg_cache.safetensors'),
-        '--irn_backbone_weights', 'res50_cam.safetensors', '--irn_crop_size', str(opts.crop),
-        '--irn_batch_size', '8', '--irn_num_epoches', str(opts.irn_epochs),
+        '--vqa_fg_cache_file', os.path.join(ws, 'vqa_fg_cache%s.safetensors' % tag),
+        '--vqa_bg_cache_file', os.path.join(ws, 'vqa_bg_cache%s.safetensors' % tag),
+        '--clims_weights_name', 'res50_qa_clims%s.safetensors' % tag,
+        '--conf_fg_thres', str(opts.conf_fg), '--conf_bg_thres', str(opts.conf_bg),
+        '--irn_crop_size', str(opts.crop), '--irn_batch_size', '8',
+        '--irn_num_epoches', str(opts.irn_epochs), '--beta', str(opts.beta),
+        '--exp_times', str(opts.exp_times), '--sem_seg_bg_thres', str(opts.sem_seg_bg),
         '--sem_seg_color', 'True',
+        '--seg_arch', 'deeplabv2_resnet50', '--seg_backbone_weights', files['backbone'],
         '--seg_train_list', 'train', '--seg_label_dir', 'sem_seg', '--seg_batch_size', '4',
         '--seg_crop_size', str(opts.seg_crop), '--seg_num_iters', str(opts.seg_iters),
-        '--seg_grad_clip', '10', '--seg_eval_set', 'val', '--seg_eval_scales', '1.0']
+        '--seg_learning_rate', str(opts.seg_lr), '--seg_msc', 'False',
+        '--seg_grad_clip', '10', '--seg_eval_set', 'val', '--seg_eval_scales', '1.0',
+        '--seg_eval_flip', 'True']
     for stage in stages:
         argv += ['--%s_pass' % stage, 'True']
     return build_parser().parse_args(argv)
@@ -70,73 +96,172 @@ def text_feature_caches(args):
                           '--vqa_bg_cache_file', args.vqa_bg_cache_file, '--clip', args.clip])
 
 
-def report(source, args, baseline, results, voc_root, panels):
-    """Print the CAM / pseudo-mask IoU table and where the outputs are."""
-    cam, sem = results['eval_cam'], results['eval_sem_seg']
-    log = get_logger()
-    seg = results['eval_seg']
-    log.info('\nDemo results on the synthetic train split (%d images):\n%s\n'
-             'CAM threshold %.2f; best threshold: baseline %.2f (%.2f%%), QA-CLIMS %.2f (%.2f%%)\n'
-             'Segmentation network (%s on the pseudo masks) on the val split (%d images):\n%s',
-             cam['n_images'],
-             comparison_table(source.label_names, [
-                 ('baseline CAM', baseline['iou'], baseline['miou']),
-                 ('QA-CLIMS CAM', cam['iou'], cam['miou']),
-                 ('pseudo mask', sem['iou'], sem['miou'])]),
-             cam['threshold'], baseline['best']['threshold'], 100 * baseline['best']['miou'],
-             cam['best']['threshold'], 100 * cam['best']['miou'], args.seg_arch,
-             seg['n_images'], comparison_table(source.label_names, [
-                 ('DeepLab', seg['plain']['iou'], seg['plain']['miou'])]))
-    ws = args.work_space
-    log.info('Outputs:\n  dataset        %s\n  CAM weights    %s, %s\n  CAMs           %s\n'
-             '  IRNet weights  %s\n  pseudo masks   %s (+ _color)\n  DeepLab        %s, '
-             'predictions %s (+ _color)\n  evaluations    %s, %s, %s\n'
-             '  log            %s\n  panels         %s',
-             voc_root, os.path.join(ws, args.cam_weights_name),
-             os.path.join(ws, args.clims_weights_name), in_work_space(ws, args.cam_out_dir),
-             os.path.join(ws, args.irn_weights_name), os.path.join(ws, args.sem_seg_out_dir),
-             os.path.join(ws, args.seg_weights_name), os.path.join(ws, args.seg_out_dir),
-             os.path.join(ws, 'eval_cam.json'), os.path.join(ws, 'eval_sem_seg.json'),
-             os.path.join(ws, 'eval_seg.json'),
-             os.path.join(ws, args.log_name + '.log'), '\n                 '.join(panels))
+def per_class(label_names, iou):
+    """{class name: IoU} of the classes present (absent ones, NaN, left out)."""
+    return {n: v for n, v in zip(label_names, iou) if v is not None and not math.isnan(v)}
+
+
+def row(label_names, result):
+    return {'miou': result['miou'], 'iou': per_class(label_names, result['iou'])}
+
+
+def demo_results(source, opts, model_info, baseline, qa, sem, seg, times):
+    """The content of results.json (``model_info``: what the pretraining and the tiny-CLIP
+    training reported)."""
+    names = source.label_names
+    pseudo = row(names, sem)
+    pseudo['background_iou'] = sem['iou'][0]
+    clip = {k: v for k, v in model_info.items() if k != 'backbone'}
+    return {'seed': opts.seed, 'clip': clip, 'pretraining': model_info['backbone'],
+            'baseline_cam': dict(row(names, baseline), best=baseline['best']),
+            'qa_clims_cam': dict(row(names, qa), best=qa['best']),
+            'pseudo_mask': pseudo,
+            'segmentation': dict(row(names, seg['plain'] if 'plain' in seg else seg),
+                                 split='val', n_images=seg['n_images']),
+            'n_train_images': baseline['n_images'],
+            'times': times, 'total_seconds': sum(times.values())}
+
+
+def console_tables(source, results):
+    """The train-split table (CAMs, pseudo masks) and the val-split table (segmentation)."""
+    names = source.label_names
+
+    def column(title, key):
+        r = results[key]
+        return title, [r['iou'].get(n) for n in names], r['miou']
+    return (comparison_table(names, [column('baseline CAM', 'baseline_cam'),
+                                     column('QA-CLIMS CAM', 'qa_clims_cam'),
+                                     column('pseudo mask', 'pseudo_mask')]),
+            comparison_table(names, [column('segmentation', 'segmentation')]))
+
+
+class StageClock:
+    """Wall time of each named part of the demo."""
+
+    def __init__(self):
+        self.times = {}
+
+    def run(self, name, fn, *args):
+        start = time.time()
+        result = fn(*args)
+        self.times[name] = round(time.time() - start, 1)
+        get_logger().info('demo: %s done in %.1f s', name, self.times[name])
+        return result
+
+
+def made_once(path, clock, name, make, *args):
+    """Run ``make(path, *args)`` (timed as ``name``) unless ``path`` and its ``.json``
+    record exist; returns the record (what ``make`` returned)."""
+    record = path + '.json'
+    if not os.path.isfile(path) or not os.path.isfile(record):
+        info = clock.run(name, make, path, *args)
+        with atomic_write(record, 'w') as f:
+            json.dump(info, f, indent=1)
+    with open(record) as f:
+        return json.load(f)
+
+
+def prepare_models(opts, class_ids, clock):
+    """The pretrained backbone and the tiny CLIPs (trained; untrained for the ablation):
+    ({'backbone', 'clip', 'random_clip': path}, {'backbone', 'clip', 'random_clip': what
+    their tools report}); files made earlier with the same seed and steps are reused."""
+    files = {'backbone': os.path.join(opts.out, 'pretrained_res50_seed%d_steps%d.pth'
+                                      % (opts.seed, opts.pretrain_steps))}
+    infos = {'backbone': made_once(files['backbone'], clock, 'pretrain_backbone',
+                                   pretrain_backbone, opts.seed, opts.pretrain_scenes,
+                                   opts.pretrain_steps)}
+    kinds = ('clip', 'random_clip') if opts.random_clip_ablation else ('clip',)
+    for kind in kinds:
+        steps = opts.clip_steps if kind == 'clip' else 0
+        files[kind] = os.path.join(opts.out, 'tiny_clip_seed%d_steps%d.safetensors'
+                                   % (opts.seed, steps))
+        infos[kind] = made_once(files[kind], clock, 'train_tiny_clip' if steps else 'random_clip',
+                                train_tiny_clip, class_ids, opts.seed, opts.clip_scenes, steps)
+    return files, infos
+
+
+def qa_clims_with(opts, voc_root, files, clock, name, cams, tag=''):
+    """Text features and QA-CLIMS CAMs (trained, inferred, evaluated) with ``files['clip']``."""
+    args = demo_arguments(opts, voc_root, files, QA_CLIMS_STAGES, cams, tag)
+    clock.run('text_features' + tag, text_feature_caches, args)
+    return args, clock.run(name, run_stages, args)['eval_cam']
+
+
+def save_results(path, results):
+    with atomic_write(path, 'w') as f:
+        json.dump(results, f, indent=1)
+    return path
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--out', default='demo_out')
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--random_clip_ablation', action='store_true',
+                   help='also run QA-CLIMS with the tiny CLIP untrained (bench/bench_method.py)')
+    p.add_argument('--pretrain_scenes', type=int, default=200)
+    p.add_argument('--pretrain_steps', type=int, default=100)
+    p.add_argument('--clip_scenes', type=int, default=240)
+    p.add_argument('--clip_steps', type=int, default=300)
     p.add_argument('--n_images', type=int, default=40)
     p.add_argument('--max_classes', type=int, default=6)
-    p.add_argument('--epochs', type=int, default=30)
     p.add_argument('--crop', type=int, default=128)
-    p.add_argument('--clims_epochs', type=int, default=5)
-    p.add_argument('--irn_epochs', type=int, default=20)
-    p.add_argument('--seg_iters', type=int, default=25)
+    p.add_argument('--epochs', type=int, default=8)
+    p.add_argument('--lr', type=float, default=0.05)
+    p.add_argument('--clims_epochs', type=int, default=8)
+    p.add_argument('--clims_lr', type=float, default=5e-3)
+    p.add_argument('--conf_fg', type=float, default=0.30)
+    p.add_argument('--conf_bg', type=float, default=0.10)
+    p.add_argument('--irn_epochs', type=int, default=10)
+    p.add_argument('--beta', type=float, default=10)
+    p.add_argument('--exp_times', type=int, default=8)
+    p.add_argument('--sem_seg_bg', type=float, default=0.20)
+    p.add_argument('--seg_iters', type=int, default=100)
     p.add_argument('--seg_crop', type=int, default=96)
-    p.add_argument('--lr', type=float, default=0.1)
+    p.add_argument('--seg_lr', type=float, default=2.5e-3)
     p.add_argument('--device', default='auto')
     p.add_argument('--num_workers', type=int, default=0)
     opts = p.parse_args(argv)
     torch.set_num_threads(os.cpu_count() or 1)
-    start = time.time()
-    data = generate_demo_voc(os.path.join(opts.out, 'VOC2012'), n_images=opts.n_images, seed=0,
-                             max_classes=opts.max_classes)
-    clip_file = write_tiny_clip(os.path.join(opts.out, 'tiny_clip.safetensors'))
-    baseline_args = demo_arguments(opts.out, data['root'], clip_file, opts, BASELINE_STAGES,
-                                   'cams_baseline')
-    baseline = run_stages(baseline_args)['eval_cam']
-    args = demo_arguments(opts.out, data['root'], clip_file, opts, QA_CLIMS_STAGES, 'cams')
-    text_feature_caches(args)
-    results = run_stages(args)
+    setup_logging(os.path.join(opts.out, 'work_space'))
+    clock = StageClock()
+    data = clock.run('dataset', generate_demo_voc, os.path.join(opts.out, 'VOC2012'),
+                     opts.n_images, opts.seed, False, 96, 192, opts.max_classes)
+    class_ids = sorted({c for i in data['train'] for c in data['labels'][i]})
+    files, model_info = prepare_models(opts, class_ids, clock)
+    baseline = clock.run('baseline_cam', run_stages, demo_arguments(
+        opts, data['root'], files, BASELINE_STAGES, 'cams_baseline'))['eval_cam']
+    ablation = None
+    if opts.random_clip_ablation:
+        _, ablation = qa_clims_with(opts, data['root'], dict(files, clip=files['random_clip']),
+                                    clock, 'qa_clims_cam_random_clip', 'cams_random_clip',
+                                    '_random_clip')
+    args, qa = qa_clims_with(opts, data['root'], files, clock, 'qa_clims_cam', 'cams')
+    sem = clock.run('irnet_pseudo_mask', run_stages, demo_arguments(
+        opts, data['root'], files, IRNET_STAGES, 'cams'))['eval_sem_seg']
+    seg = clock.run('segmentation', run_stages, demo_arguments(
+        opts, data['root'], files, SEG_STAGES, 'cams'))['eval_seg']
     source = build_source(args)
-    panels = write_cam_panels(source, source.ids('train')[:4],
-                              in_work_space(args.work_space, args.cam_out_dir),
-                              os.path.join(opts.out, 'overlays'), args.cam_eval_thres)
-    seg_panels = write_label_panels(source, source.ids('train')[:4],
-                                    os.path.join(args.work_space, args.sem_seg_out_dir),
-                                    os.path.join(opts.out, 'overlays_sem_seg'))
-    report(source, args, baseline, results, data['root'], panels + seg_panels)
-    get_logger().info('Demo finished in %.0f s', time.time() - start)
+    results = demo_results(source, opts, model_info, baseline, qa, sem, seg, clock.times)
+    if ablation is not None:
+        results['qa_clims_cam_random_clip'] = dict(row(source.label_names, ablation),
+                                                   best=ablation['best'])
+    panels = write_panels(source, data['val'][:N_PANELS], args, opts.out)
+    results_path = save_results(os.path.join(opts.out, 'results.json'), results)
+    page = write_report(os.path.join(opts.out, 'report.html'), source, results, panels)
+    train_table, val_table = console_tables(source, results)
+    log = get_logger()
+    log.info('\nDemo results (seed %d), train split (%d images):\n%s\npseudo-mask background IoU '
+             '%.2f%%\nSegmentation network (DeepLab-v2 ResNet-50) on the val split (%d images):'
+             '\n%s\nCLIP zero-shot accuracy on held-out crops: %s\nStage times (s): %s',
+             opts.seed, results['n_train_images'], train_table,
+             100 * results['pseudo_mask']['background_iou'], results['segmentation']['n_images'],
+             val_table, '%.1f%%' % (100 * results['clip']['clip']['crop_accuracy']),
+             ', '.join('%s %.0f' % kv for kv in clock.times.items()))
+    log.info('results: %s\nreport page: %s', os.path.abspath(results_path), os.path.abspath(page))
+    log.info('Demo finished in %.0f s', sum(clock.times.values()))
+    return results
 
 
 if __name__ == '__main__':

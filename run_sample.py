@@ -251,12 +251,14 @@ def build_parser():
 
     g = p.add_argument_group('segmentation network (docs/method.md#segmentation-network)')
     g.add_argument('--seg_arch', default='deeplabv2',
-                   choices=['deeplabv2', 'deeplabv2_caffe', 'deeplabv3'],
+                   choices=['deeplabv2', 'deeplabv2_caffe', 'deeplabv2_resnet50', 'deeplabv3'],
                    help='deeplabv2 (torchvision ResNet-101 weights), deeplabv2_caffe (a converted '
-                   'DeepLab initialisation), deeplabv3')
+                   'DeepLab initialisation), deeplabv2_resnet50 (the same on torchvision ResNet-50 '
+                   'weights: the CPU demo), deeplabv3')
     g.add_argument('--seg_backbone_weights', default=None,
-                   help='torchvision resnet101-*.pth (deeplabv2, deeplabv3) or a converted DeepLab '
-                   'initialisation in deeplab-pytorch\'s layout (deeplabv2_caffe)')
+                   help='torchvision resnet101-*.pth (deeplabv2, deeplabv3), resnet50-*.pth '
+                   '(deeplabv2_resnet50) or a converted DeepLab initialisation in '
+                   'deeplab-pytorch\'s layout (deeplabv2_caffe)')
     g.add_argument('--seg_train_list', default=None,
                    help='images the segmentation network trains on; '
                    + per_dataset_help('seg_train_list'))

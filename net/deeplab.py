@@ -16,6 +16,10 @@ initialisation (``deeplabv1_resnet101.pth`` / ``deeplabv2_resnet101_*.pth`` of
 the deeplab-pytorch port, keys ``layer1.conv1.conv.weight``, ...). Our loaders
 give ImageNet-normalised RGB; the network converts it to the Caffe input itself.
 
+``deeplabv2_resnet50``: the same network on a ResNet-50 (torchvision's
+``resnet50`` layout, e.g. the demo's pretrained backbone of
+``tools/pretrain_backbone.py``): a lighter network for the CPU demo.
+
 ``deeplabv3``: torchvision's DeepLabV3-ResNet-101 as an option.
 
 All return logits at the input size. With ``msc=True`` they run
@@ -135,13 +139,15 @@ def segmentation_loss(outputs, labels, ignore_index=255):
 
 
 class DeepLabV2(SegmentationNet):
-    """Dilated ResNet-101 (OS 8, frozen BN) + ASPP sum; ``caffe``: the MSRA variant."""
+    """Dilated ResNet-101 (OS 8, frozen BN) + ASPP sum; ``caffe``: the MSRA variant;
+    ``depth`` 50: on a ResNet-50."""
 
-    def __init__(self, n_classes, caffe=False, msc=False):
+    def __init__(self, n_classes, caffe=False, msc=False, depth=101):
         super().__init__(msc)
         self.caffe = caffe
+        self.depth = depth
         self.input = CaffeInput() if caffe else nn.Identity()
-        self.backbone = torchvision.models.resnet101(
+        self.backbone = getattr(torchvision.models, 'resnet%d' % depth)(
             weights=None, norm_layer=FixedBatchNorm, replace_stride_with_dilation=[False, True, True])
         del self.backbone.avgpool
         del self.backbone.fc
@@ -200,6 +206,7 @@ class DeepLabV3(SegmentationNet):
 
 ARCHITECTURES = {'deeplabv2': DeepLabV2,
                  'deeplabv2_caffe': functools.partial(DeepLabV2, caffe=True),
+                 'deeplabv2_resnet50': functools.partial(DeepLabV2, depth=50),
                  'deeplabv3': DeepLabV3}
 
 _DEEPLAB_PYTORCH_UNITS = {'reduce': '1', 'conv3x3': '2', 'increase': '3'}
@@ -270,15 +277,16 @@ def load_backbone_weights(model, path):
     for key in expected:
         if key.endswith('num_batches_tracked') and key not in state:
             state[key] = expected[key]
-    load_state_strictly(model.backbone, state, '%s is not a ResNet-101 state dict' % path)
+    load_state_strictly(model.backbone, state, '%s is not a ResNet-%d state dict'
+                        % (path, getattr(model, 'depth', 101)))
 
 
 def build_segmentation_model(arch, n_classes, backbone_weights=None, warn=None, msc=False):
-    """The chosen network; its ResNet-101 backbone from a local file if given."""
+    """The chosen network; its ResNet backbone from a local file if given."""
     model = ARCHITECTURES[arch](n_classes, msc=msc)
     if backbone_weights:
         load_backbone_weights(model, backbone_weights)
     elif warn is not None:
-        warn('WARNING: no --seg_backbone_weights: the ResNet-101 starts from random weights '
+        warn('WARNING: no --seg_backbone_weights: the ResNet starts from random weights '
              '(fine for the demo and tests, not for the paper\'s numbers)')
     return model

@@ -1,28 +1,68 @@
-"""The demo end to end with tiny settings, and the report table."""
+"""The demo end to end with tiny settings: results.json, the report page, the tables."""
 import json
 import math
 
-from pipeline.report import comparison_table, iou_table
+import pytest
+from PIL import Image
+
 import run_demo
+from pipeline.report import comparison_table, iou_table
+from tools.demo_report import COLUMNS, TILE_MIN
+
+TINY = ['--n_images', '12', '--epochs', '1', '--crop', '96', '--clims_epochs', '1',
+        '--irn_epochs', '1', '--seg_iters', '2', '--seg_crop', '64', '--pretrain_scenes', '10',
+        '--pretrain_steps', '2', '--clip_scenes', '10', '--clip_steps', '2', '--device', 'cpu']
 
 
-def test_demo_runs_end_to_end(tmp_path, capsys):
-    run_demo.main(['--out', str(tmp_path), '--n_images', '15', '--epochs', '1', '--crop', '96',
-                   '--clims_epochs', '1', '--irn_epochs', '1', '--seg_iters', '2', '--device', 'cpu'])
-    out = capsys.readouterr().out
-    assert 'QA-CLIMS CAM' in out and 'pseudo mask' in out and 'Demo finished' in out
-    assert (tmp_path / 'work_space' / 'res50_qa_clims.safetensors').is_file()
-    ws = tmp_path / 'work_space'
-    result = json.loads((ws / 'eval_cam.json').read_text())
-    assert 0.0 <= result['miou'] <= 1.0 and len(result['sweep']) == 55
-    sem = json.loads((ws / 'eval_sem_seg.json').read_text())
-    assert 0.0 <= sem['miou'] <= 1.0
-    assert len(list((ws / 'sem_seg_color').glob('*.png'))) == sem['n_images']
-    assert len(sorted((tmp_path / 'overlays').glob('*.png'))) == 4
-    assert len(sorted((tmp_path / 'overlays_sem_seg').glob('*.png'))) == 4
-    assert 'DeepLab' in out
-    assert 0.0 <= json.loads((ws / 'eval_seg.json').read_text())['miou'] <= 1.0
+@pytest.fixture(scope='module')
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp('demo')
+    results = run_demo.main(['--out', str(out), '--random_clip_ablation'] + TINY)
+    return out, results
 
+
+def test_results_json_holds_every_row(demo):
+    out, results = demo
+    stored = json.loads((out / 'results.json').read_text())
+    assert stored == json.loads(json.dumps(results))
+    assert stored['seed'] == 0
+    for key in ('baseline_cam', 'qa_clims_cam', 'qa_clims_cam_random_clip', 'pseudo_mask',
+                'segmentation'):
+        row = stored[key]
+        assert 0.0 <= row['miou'] <= 1.0
+        assert 'background' in row['iou'] and all(0.0 <= v <= 1.0 for v in row['iou'].values())
+        present = list(row['iou'].values())
+        assert row['miou'] == pytest.approx(sum(present) / len(present))
+    assert stored['pseudo_mask']['background_iou'] == stored['pseudo_mask']['iou']['background']
+    assert stored['segmentation']['split'] == 'val'
+    assert set(stored['times']) >= {'dataset', 'pretrain_backbone', 'train_tiny_clip',
+                                    'random_clip', 'baseline_cam', 'qa_clims_cam',
+                                    'qa_clims_cam_random_clip', 'irnet_pseudo_mask',
+                                    'segmentation'}
+    assert stored['total_seconds'] == pytest.approx(sum(stored['times'].values()))
+    assert stored['clip']['random_clip']['steps'] == 0 and stored['clip']['clip']['steps'] == 2
+
+
+def test_report_page_is_static_with_tables_legend_and_large_tiles(demo):
+    out, results = demo
+    page = (out / 'report.html').read_text()
+    assert '<script' not in page.lower()
+    for title in ('baseline CAM', 'QA-CLIMS CAM', 'pseudo mask', 'segmentation',
+                  'QA-CLIMS CAM, random CLIP', 'Stage times'):
+        assert title in page
+    for name in results['pseudo_mask']['iou']:
+        assert name in page                            # the legend and the tables name them
+    assert page.count('<img ') == 4 * len(COLUMNS)
+    panels = sorted((out / 'panels').glob('*.png'))
+    assert len(panels) == 4
+    for folder in (p.with_suffix('') for p in panels):
+        tiles = sorted(folder.glob('*.png'))
+        assert len(tiles) == len(COLUMNS)
+        sizes = {Image.open(t).size for t in tiles}
+        assert len(sizes) == 1 and min(next(iter(sizes))) >= TILE_MIN
+        assert 'src="panels/%s/' % folder.name in page
+    log = (out / 'work_space' / 'run.log').read_text()
+    assert 'report page: %s' % (out / 'report.html').resolve() in log
 
 def test_iou_table_marks_and_skips_absent_classes():
     table = iou_table(['background', 'cat', 'dog'], [0.5, math.nan, 0.25], 0.375)
@@ -37,3 +77,21 @@ def test_comparison_table_rows():
     lines = table.splitlines()
     assert 'pseudo mask' in lines[0] and len(lines) == 4
     assert lines[-1].split() == ['mIoU', '37.50', '40.00']
+
+
+def test_bench_table_gives_mean_std_per_seed_values_and_targets(demo):
+    from bench.bench_method import ROWS, table, targets
+    _, results = demo
+    other = json.loads(json.dumps(results))
+    other['seed'], other['qa_clims_cam']['miou'] = 1, results['baseline_cam']['miou'] + 0.1
+    lines = table([results, other]).splitlines()
+    assert lines[0] == '| | mean +- std | seed 0 | seed 1 |'
+    assert len(lines) == 2 + len(ROWS) + len(targets(results))
+    qa = next(line for line in lines if line.startswith('| QA-CLIMS CAM mIoU'))
+    values = [100 * results['qa_clims_cam']['miou'], 100 * other['qa_clims_cam']['miou']]
+    mean = sum(values) / 2
+    std = abs(values[0] - values[1]) / 2 ** 0.5
+    assert qa == '| QA-CLIMS CAM mIoU (train) | %.1f +- %.1f | %.1f | %.1f |' % (
+        mean, std, values[0], values[1])
+    assert targets(other)['QA-CLIMS >= baseline + 5']
+    assert '| target: QA-CLIMS >= baseline + 5 |' in '\n'.join(lines)

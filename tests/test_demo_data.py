@@ -1,4 +1,5 @@
 """Tests for the synthetic VOC demo dataset generator (tools/make_demo_voc.py)."""
+import json
 import os
 import re
 import xml.etree.ElementTree as ET
@@ -7,7 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tools.make_demo_voc import VOC_CLASSES, generate_demo_voc, main
+from tools.make_demo_voc import REGION_KINDS, VOC_CLASSES, draw_scene, generate_demo_voc, \
+    home_region, layout_image, main, object_mask, part_colour, render_scene, sample_image_size
+from tools.make_demo_vqa import colour_name, image_answers
 from voc12.devkit import VOC12
 
 LIST_DIR = os.path.join("ImageSets", "Segmentation")
@@ -255,3 +258,78 @@ def test_cli_prints_summary(tmp_path, capsys):
     output = capsys.readouterr().out
     assert "train 4, val 2" in output
     assert os.path.isfile(os.path.join(str(tmp_path / "cli"), "demo_meta.json"))
+
+
+# ----------------------------------------------------------------------------
+# The world: co-occurring backgrounds, discriminative parts, answers naming them
+# ----------------------------------------------------------------------------
+
+def world_scenes(n, seed=11, classes=(0, 2, 6, 7, 11, 14)):
+    rng = np.random.default_rng(seed)
+    return [draw_scene(rng, list(classes)) for _ in range(n)]
+
+
+def test_classes_co_occur_with_their_own_background_region():
+    objects = homes = 0
+    for rgb, label, regions, scene in world_scenes(30):
+        kinds = {home_region(o["cls"]) for o in scene["objects"]}
+        assert set(regions) <= kinds
+        for obj in scene["objects"]:
+            objects += 1
+            if obj["home"]:
+                homes += 1
+                region = regions[obj["home"]]
+                assert (label[region] == 0).all()          # regions are background
+                body = label == obj["cls"] + 1
+                grown = body | np.roll(body, 3, 0) | np.roll(body, -3, 0) | np.roll(body, 3, 1) \
+                    | np.roll(body, -3, 1)
+                assert (grown & region).any()                  # and touch their object
+    assert homes >= 0.75 * objects
+    assert len({home_region(c) for c in (0, 2, 6, 7, 11, 14)}) == 6
+
+
+def test_objects_carry_a_small_part_of_their_own_colour():
+    rng = np.random.default_rng(5)
+    for _ in range(10):
+        width, height = sample_image_size(rng, 96, 192)
+        objects, label = layout_image(rng, [2, 14], width, height)
+        rgb, _, parts = render_scene(rng, objects, width, height)
+        for obj, part in zip(objects, parts):
+            body = object_mask(height, width, obj)
+            assert part.any() and not (part & ~body).any()
+            assert 0.02 <= part.sum() / body.sum() <= 0.2
+            visible = part & (label == obj["cls"] + 1)
+            if visible.sum() > 20:
+                mean = rgb[visible].astype(float).mean(0)
+                assert np.abs(mean - part_colour(obj["cls"])).max() < 40
+    assert colour_name(part_colour(2)) != colour_name(part_colour(14))
+
+
+def test_vqa_answers_name_what_was_drawn():
+    for rgb, label, regions, scene in world_scenes(12, seed=4):
+        fg, bg = image_answers(scene)
+        for obj in scene["objects"]:
+            name = VOC_CLASSES[obj["cls"]]
+            answers = fg[name]["answers"]
+            assert obj["shape"] in answers and name in answers
+            assert "%s spot" % colour_name(part_colour(obj["cls"])) in answers
+            background = bg[name]["answers"]
+            assert len(background) == 10 and name not in background
+            assert set(regions) <= set(background)
+            if obj["home"]:
+                assert background[0] == obj["home"]
+            others = {VOC_CLASSES[o["cls"]] for o in scene["objects"]} - {name}
+            assert others <= set(background)
+
+
+def test_dataset_answers_name_only_regions_of_the_image_classes(demo):
+    with open(os.path.join(demo["root"], "vqa_bg.json")) as f:
+        bg = json.load(f)
+    named = 0
+    for image_id in demo["ids"]:
+        homes = {home_region(c) for c in demo["labels"][image_id]}
+        for entry in bg[image_id].values():
+            regions = set(entry["answers"]) & set(REGION_KINDS)
+            assert regions <= homes
+            named += bool(regions)
+    assert named >= 0.75 * sum(len(demo["labels"][i]) for i in demo["ids"])

@@ -54,6 +54,20 @@ def test_backbone_weights_file(tmp_path):
         build_segmentation_model('deeplabv2', 21, str(tmp_path / 'absent.pth'))
 
 
+def test_resnet50_variant_takes_resnet50_weights_and_refuses_resnet101(tmp_path):
+    import torchvision
+    reference = torchvision.models.resnet50(weights=None)
+    path = tmp_path / 'resnet50.pth'
+    torch.save({k: v for k, v in reference.state_dict().items() if not k.startswith('fc.')}, path)
+    model = build_segmentation_model('deeplabv2_resnet50', 3, str(path))
+    assert len(model.backbone.layer3) == 6 and model.backbone.layer3[0].conv2.dilation == (2, 2)
+    assert torch.equal(model.backbone.layer3[5].conv2.weight, reference.layer3[5].conv2.weight)
+    big = tmp_path / 'resnet101.pth'
+    torch.save(torchvision.models.resnet101(weights=None).state_dict(), big)
+    with pytest.raises(ValueError, match='not a ResNet-50 state dict'):
+        build_segmentation_model('deeplabv2_resnet50', 3, str(big))
+
+
 def test_a_few_steps_lower_the_loss():
     torch.manual_seed(0)
     source = VOC12(str(VOC_MINI))

@@ -29,7 +29,7 @@ from PIL import Image
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from data.registry import DATASETS  # noqa: E402
-from tools.make_demo_vqa import write_demo_vqa  # noqa: E402
+from tools.make_demo_vqa import colour_name, write_demo_vqa  # noqa: E402
 from voc12.devkit import XML_CLASS_NAMES as VOC_CLASSES  # noqa: E402
 
 
@@ -51,8 +51,23 @@ MAX_OBJECTS = 3
 JPEG_QUALITY = 95
 POSES = ("Unspecified", "Frontal", "Left", "Right", "Rear")
 META_NAME = "demo_meta.json"
-META_VERSION = 2
+META_VERSION = 3
 PLACEMENT_TRIES = 30
+PART_TRIES = 12
+
+#: The world: each class co-occurs with its own background region (as boats
+#: with water), drawn around the object with this probability; each object
+#: carries a small, saturated part (radius a fraction of the object's) that
+#: is its most discriminative cue.
+REGION_KINDS = ("water", "railway", "grass", "sand", "snow",
+                "road", "sky", "brick wall", "carpet", "leaves")
+REGION_COLOURS = {"water": (40, 90, 170), "railway": (115, 85, 60), "grass": (60, 140, 50),
+                  "sand": (215, 190, 135), "snow": (232, 238, 245), "road": (70, 70, 78),
+                  "sky": (140, 190, 240), "brick wall": (150, 70, 50), "carpet": (120, 60, 115),
+                  "leaves": (105, 125, 30)}
+HOME_PROBABILITY = 0.9
+REGION_SCALE = (2.0, 1.3)
+PART_RADIUS = 0.22
 LAYOUT_TRIES = 20
 
 
@@ -226,15 +241,76 @@ def paint_background(rng, width, height):
     return np.asarray(smooth, dtype=np.float32) + rng.normal(0, 6, size=(height, width, 3))
 
 
+def home_region(class_id):
+    """The background region kind a class co-occurs with (docs/demo: the world)."""
+    return REGION_KINDS[class_id % len(REGION_KINDS)]
+
+
+def region_mask(height, width, obj):
+    """Where an object's home region lies: a wide ellipse centred below the object."""
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    r = obj["radius"] * max(obj["aspect"], 1.0)
+    du = (xs - obj["cx"]) / (REGION_SCALE[0] * r)
+    dv = (ys - obj["cy"] - 0.5 * r) / (REGION_SCALE[1] * r)
+    return du ** 2 + dv ** 2 <= 1.0
+
+
+def region_pattern(kind, height, width):
+    """Brightness pattern in [-1, 1] of a region kind over the whole image."""
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    if kind in ("water", "sky"):
+        return np.sin(2 * np.pi * (ys / 7.0 + 0.15 * np.sin(2 * np.pi * xs / 23.0)))
+    if kind in ("railway", "road"):
+        return np.where((np.mod(ys, 12) < 2) | (np.mod(xs, 16) < 3), -1.0, 0.3)
+    if kind in ("grass", "leaves"):
+        return np.sin(2 * np.pi * xs / 4.0) * np.cos(2 * np.pi * ys / 9.0)
+    if kind in ("brick wall", "carpet"):
+        return np.where((np.mod(ys, 10) < 2) | (np.mod(xs + 8 * (np.mod(ys // 10, 2)), 16) < 2),
+                        -1.0, 0.4)
+    return np.sign(np.sin(2 * np.pi * xs / 10.0) * np.sin(2 * np.pi * ys / 10.0))
+
+
+def paint_region(rng, canvas, kind, mask):
+    """Paint a background region of ``kind`` (its colour and texture) where ``mask``."""
+    height, width = canvas.shape[:2]
+    colour = np.array(REGION_COLOURS[kind], np.float32) + rng.uniform(-12, 12, size=3)
+    shade = region_pattern(kind, height, width)[mask][:, None]
+    canvas[mask] = colour + 28.0 * shade + rng.normal(0, 6, size=(int(mask.sum()), 3))
+
+
 def object_colour(rng, cls):
-    """Random RGB colour (0..255) around the class hue."""
+    """Random RGB colour (0..255) around the class hue, muted: the part is what stands out."""
     hue = (class_hue(cls) + rng.uniform(-0.02, 0.02)) % 1.0
-    rgb = colorsys.hsv_to_rgb(hue, rng.uniform(0.65, 1.0), rng.uniform(0.6, 0.95))
+    rgb = colorsys.hsv_to_rgb(hue, rng.uniform(0.45, 0.7), rng.uniform(0.55, 0.8))
     return np.array(rgb, dtype=np.float32) * 255.0
 
 
+def part_colour(cls):
+    """The saturated colour of a class's discriminative part (opposite its body hue)."""
+    rgb = colorsys.hsv_to_rgb((class_hue(cls) + 0.5) % 1.0, 1.0, 1.0)
+    return np.array(rgb, dtype=np.float32) * 255.0
+
+
+def part_mask(rng, mask, u, v, obj):
+    """A small disc inside the object: its most-discriminative part (a boolean mask)."""
+    ys, xs = np.nonzero(mask)
+    radius = PART_RADIUS * obj["radius"]
+    yy, xx = np.mgrid[0:mask.shape[0], 0:mask.shape[1]]
+    best, best_inside = None, -1.0
+    for _ in range(PART_TRIES):
+        k = int(rng.integers(len(ys)))
+        disc = (yy - ys[k]) ** 2 + (xx - xs[k]) ** 2 <= radius ** 2
+        inside = (disc & mask).sum() / max(disc.sum(), 1)
+        if inside > best_inside:
+            best, best_inside = disc & mask, inside
+        if inside >= 0.95:
+            break
+    return best
+
+
 def paint_object(rng, canvas, obj):
-    """Paint one object (colour, texture noise, optional stripes) in place."""
+    """Paint one object (muted body, texture noise, optional stripes, bright part) in place;
+    returns its part mask."""
     height, width = canvas.shape[:2]
     u, v = local_coordinates(height, width, obj)
     mask = shape_mask(CLASS_SHAPES[obj["cls"]], u, v)
@@ -243,14 +319,38 @@ def paint_object(rng, canvas, obj):
         dark = np.sin(2.0 * np.pi * 2.5 * u[mask]) < 0
         pixels[dark] *= 0.6
     canvas[mask] = pixels + rng.normal(0, 10, size=pixels.shape)
+    part = part_mask(rng, mask, u, v, obj)
+    canvas[part] = part_colour(obj["cls"]) + rng.normal(0, 8, size=(int(part.sum()), 3))
+    return part
+
+
+def render_scene(rng, objects, width, height):
+    """Paint a scene: background, each object's home region (with probability
+    ``HOME_PROBABILITY``), then the objects with their parts.
+
+    Returns ``(rgb uint8, regions, parts)``: ``regions`` maps each drawn region
+    kind to its boolean mask (objects painted over it excluded), ``parts`` the
+    part mask of each object.
+    """
+    canvas = paint_background(rng, width, height)
+    regions = {}
+    for obj in objects:
+        if rng.random() < HOME_PROBABILITY:
+            kind = home_region(obj["cls"])
+            mask = region_mask(height, width, obj)
+            paint_region(rng, canvas, kind, mask)
+            regions[kind] = regions.get(kind, np.zeros_like(mask)) | mask
+    parts = [paint_object(rng, canvas, obj) for obj in objects]
+    covered = np.zeros((height, width), bool)
+    for obj in objects:
+        covered |= object_mask(height, width, obj)
+    regions = {kind: mask & ~covered for kind, mask in regions.items() if (mask & ~covered).any()}
+    return np.clip(canvas, 0, 255).astype(np.uint8), regions, parts
 
 
 def render_image(rng, objects, width, height):
-    """Background plus objects painted in order, as a uint8 RGB array."""
-    canvas = paint_background(rng, width, height)
-    for obj in objects:
-        paint_object(rng, canvas, obj)
-    return np.clip(canvas, 0, 255).astype(np.uint8)
+    """The painted scene of :func:`render_scene` as a uint8 RGB array."""
+    return render_scene(rng, objects, width, height)[0]
 
 
 # ----------------------------------------------------------------------------
@@ -415,15 +515,46 @@ def grayscale_png(mask):
 def generate_image(rng, classes, min_side, max_side):
     """Lay out and paint one image.
 
-    Returns ``(rgb, mask, objects, label)``: the uint8 RGB image, the class-id
-    mask with the void band, the placed objects and the mask before voiding.
+    Returns ``(rgb, mask, objects, label, regions, parts)``: the uint8 RGB
+    image, the class-id mask with the void band, the placed objects, the mask
+    before voiding and the drawn regions and parts of :func:`render_scene`.
     """
     width, height = sample_image_size(rng, min_side, max_side)
     objects, label = layout_image(rng, classes, width, height)
-    rgb = render_image(rng, objects, width, height)
+    rgb, regions, parts = render_scene(rng, objects, width, height)
     mask = label.copy()
     mask[void_band(label)] = VOID
-    return rgb, mask, objects, label
+    return rgb, mask, objects, label, regions, parts
+
+
+def draw_scene(rng, class_ids, sides=(96, 192)):
+    """One image of the world held in memory (for the tiny CLIP and the backbone
+    pretraining): ``(rgb, label, regions, scene description)`` of 1..3 of ``class_ids``."""
+    width, height = sample_image_size(rng, *sides)
+    objects, label = layout_image(rng, sample_image_classes(rng, class_ids), width, height)
+    rgb, regions, _ = render_scene(rng, objects, width, height)
+    return rgb, label, regions, scene_description(rgb, label, objects, regions)
+
+
+def scene_description(rgb, label, objects, regions):
+    """What was drawn in an image, for its VQA answers: per object its class,
+    shape, texture, body and part colour names and its home region kind (None
+    when not drawn); the region kinds (largest first) and the plain
+    background's colour name."""
+    plain = (label == 0) & ~np.any(list(regions.values()) or [np.zeros_like(label, bool)], axis=0)
+    background = rgb[plain].mean(axis=0) if plain.any() else rgb.reshape(-1, 3).mean(axis=0)
+    described = []
+    for obj in objects:
+        pixels = rgb[label == obj["cls"] + 1]
+        described.append({"cls": obj["cls"], "shape": CLASS_SHAPES[obj["cls"]],
+                          "striped": has_stripes(obj["cls"]),
+                          "hue": colour_name(pixels.mean(axis=0)),
+                          "part": colour_name(part_colour(obj["cls"])),
+                          "home": home_region(obj["cls"]) if home_region(obj["cls"]) in regions
+                          else None})
+    kinds = sorted(regions, key=lambda k: -int(regions[k].sum()))
+    return {"objects": described, "regions": kinds, "background": colour_name(background),
+            "bright": bool(np.mean(background) > 128)}
 
 
 def write_image_files(rng, root, image_id, classes, sides, palette_mask, aug_mask):
@@ -431,9 +562,10 @@ def write_image_files(rng, root, image_id, classes, sides, palette_mask, aug_mas
 
     ``sides`` is ``(min_side, max_side)``; ``palette_mask`` writes
     ``SegmentationClass/<id>.png`` and ``aug_mask`` writes
-    ``SegmentationClassAug/<id>.png``.  Returns the sorted 0-based classes.
+    ``SegmentationClassAug/<id>.png``.  Returns the sorted 0-based classes
+    and the :func:`scene_description`.
     """
-    rgb, mask, objects, label = generate_image(rng, classes, *sides)
+    rgb, mask, objects, label, regions, _ = generate_image(rng, classes, *sides)
     write_bytes_atomic(os.path.join(root, "JPEGImages", image_id + ".jpg"),
                        encode_image(Image.fromarray(rgb, "RGB"), "JPEG", quality=JPEG_QUALITY))
     if palette_mask:
@@ -442,7 +574,7 @@ def write_image_files(rng, root, image_id, classes, sides, palette_mask, aug_mas
         write_bytes_atomic(os.path.join(root, "SegmentationClassAug", image_id + ".png"), grayscale_png(mask))
     write_bytes_atomic(os.path.join(root, "Annotations", image_id + ".xml"),
                        annotation_xml(rng, image_id, label, objects))
-    return sorted(obj["cls"] for obj in objects)
+    return sorted(obj["cls"] for obj in objects), scene_description(rgb, label, objects, regions)
 
 
 def write_id_list(path, ids):
@@ -462,13 +594,6 @@ def make_folders(root, with_aug):
 # ----------------------------------------------------------------------------
 # Metadata / skip logic
 # ----------------------------------------------------------------------------
-
-def mask_file(root, image_id, with_aug):
-    """The VOC mask of an image, or its SBD mask for SBD-only images."""
-    voc = os.path.join(root, "SegmentationClass", image_id + ".png")
-    return voc if os.path.isfile(voc) or not with_aug else \
-        os.path.join(root, "SegmentationClassAug", image_id + ".png")
-
 
 def expected_files(root, summary, with_aug):
     """Paths that a complete dataset with this summary must contain."""
@@ -562,14 +687,17 @@ def generate_demo_voc(out_dir, n_images=40, seed=0, with_aug=False, min_side=96,
     subset = choose_class_subset(rng, min(len(train), max_classes))
     plan = plan_classes(rng, train, val, subset)
     sides = (min_side, max_side)
-    labels = {image_id: write_image_files(rng, root, image_id, plan[image_id], sides, True, with_aug)
-              for image_id in ids}
+    labels, scenes = {}, {}
+    for image_id in ids:
+        labels[image_id], scenes[image_id] = write_image_files(
+            rng, root, image_id, plan[image_id], sides, True, with_aug)
     aug_only = []
     if with_aug:
         aug_only = sample_ids(rng, max(2, n_images // 8), taken=ids)
         for image_id in aug_only:
             classes = sample_image_classes(rng, subset)
-            labels[image_id] = write_image_files(rng, root, image_id, classes, sides, False, True)
+            labels[image_id], scenes[image_id] = write_image_files(rng, root, image_id, classes,
+                                                                   sides, False, True)
 
     list_dir = os.path.join(root, "ImageSets", "Segmentation")
     write_id_list(os.path.join(list_dir, "train.txt"), train)
@@ -578,8 +706,7 @@ def generate_demo_voc(out_dir, n_images=40, seed=0, with_aug=False, min_side=96,
 
     summary = {"ids": ids, "train": train, "val": val, "aug_only": aug_only,
                "labels": {k: labels[k] for k in sorted(labels)}, "root": root}
-    write_demo_vqa(root, summary["labels"], lambda i: mask_file(root, i, with_aug), CLASS_SHAPES,
-                   has_stripes)
+    write_demo_vqa(root, scenes)
     if old_meta is not None and "summary" in old_meta and "args" in old_meta:
         remove_stale_files(root, old_meta, summary, with_aug)
     write_meta(root, args, summary)

@@ -1,8 +1,10 @@
 """VQA answers for the synthetic demo dataset (what a VQA model would say of it).
 
 For every image and class present, answers to the 6 FG and 10 BG questions of
-docs/method.md#vqa-answers, derived from what the generator drew: the class's shape,
-hue and texture for FG, the background's colour and brightness and the other
+docs/method.md#vqa-answers, naming what the generator drew
+(:func:`tools.make_demo_voc.scene_description`): the object's shape, body
+colour, texture and discriminative part for FG; the background regions (the
+class's co-occurring region first), the plain background and the other
 objects of the image for BG. Written in the reference schema as JSON
 (``vqa_fg.json``, ``vqa_bg.json`` at the dataset root), directly usable by
 ``tools/gen_text_feats_cache.py``.
@@ -12,7 +14,6 @@ import json
 import os
 
 import numpy as np
-from PIL import Image
 
 from data.registry import DATASETS
 from vqa.results import BG_QUESTIONS, FG_QUESTIONS
@@ -30,51 +31,45 @@ def colour_name(rgb):
     return next(name for limit, name in HUE_NAMES if h < limit)
 
 
-def fg_answers(class_id, shape, hue, striped):
-    """Six FG answers: what kind / type / other names of the drawn object."""
-    name = VOC_CLASS_NAMES[class_id]
-    texture = 'striped' if striped else 'plain'
-    return [shape, '%s %s' % (hue, shape), '%s %s' % (texture, shape), '%s shape' % hue, name,
-            '%s object' % hue]
+def fg_answers(obj):
+    """Six FG answers naming the drawn object: shape, body colour, texture, part, class."""
+    shape, texture = obj['shape'], 'striped' if obj['striped'] else 'plain'
+    return [shape, '%s %s' % (obj['hue'], shape), '%s %s' % (texture, shape),
+            '%s spot' % obj['part'], VOC_CLASS_NAMES[obj['cls']], '%s object' % obj['hue']]
 
 
-def bg_answers(background_rgb, other_classes):
-    """Ten BG answers: surroundings of the object (background colour, other objects)."""
-    colour = colour_name(background_rgb)
-    bright = 'light' if np.mean(background_rgb) > 128 else 'dark'
-    others = [VOC_CLASS_NAMES[c] for c in other_classes] + ['%s texture' % colour, 'noise']
-    return ['%s wall' % colour, '%s ground' % colour, '%s background' % colour,
-            '%s texture' % bright, others[0], others[1], '%s surface' % colour,
-            'synthetic scene', '%s %s room' % (bright, colour), 'studio']
+def bg_answers(scene, obj):
+    """Ten BG answers naming the drawn surroundings of ``obj``: its own region first
+    when drawn, the other regions, the plain background, the other objects."""
+    regions = list(scene['regions'])
+    regions.sort(key=lambda kind: kind != obj['home'])
+    others = [VOC_CLASS_NAMES[o['cls']] for o in scene['objects'] if o['cls'] != obj['cls']]
+    ground = '%s %s' % ('light' if scene['bright'] else 'dark', scene['background'])
+    words = regions + ['%s background' % scene['background'], ground + ' wall'] + others
+    words += ['%s ground' % scene['background']] * (10 - len(words))
+    return words[:10]
 
 
 def entry(questions, answers):
     return {'vqa': [[q, a] for q, a in zip(questions, answers)], 'answers': list(answers)}
 
 
-def image_answers(rgb, mask, classes, shapes, striped_of):
-    """({class name: FG entry}, {class name: BG entry}) of one image."""
-    background = rgb[mask == 0].mean(axis=0) if np.any(mask == 0) else rgb.reshape(-1, 3).mean(0)
+def image_answers(scene):
+    """({class name: FG entry}, {class name: BG entry}) of one image's scene description."""
     fg, bg = {}, {}
-    for c in classes:
-        pixels = rgb[mask == c + 1]
-        hue = colour_name(pixels.mean(axis=0)) if len(pixels) else 'grey'
-        name = VOC_CLASS_NAMES[c]
-        fg[name] = entry(FG_QUESTIONS, fg_answers(c, shapes[c], hue, striped_of(c)))
-        bg[name] = entry(BG_QUESTIONS, bg_answers(background, [o for o in classes if o != c]))
+    for obj in scene['objects']:
+        name = VOC_CLASS_NAMES[obj['cls']]
+        fg[name] = entry(FG_QUESTIONS, fg_answers(obj))
+        bg[name] = entry(BG_QUESTIONS, bg_answers(scene, obj))
     return fg, bg
 
 
-def write_demo_vqa(root, labels, mask_path, shapes, striped_of):
-    """Write ``vqa_fg.json`` and ``vqa_bg.json`` for every image of ``labels``."""
+def write_demo_vqa(root, scenes):
+    """Write ``vqa_fg.json`` and ``vqa_bg.json`` for every image of ``scenes``
+    ({image id: scene description})."""
     fg_all, bg_all = {}, {}
-    for image_id in sorted(labels):
-        with Image.open(os.path.join(root, 'JPEGImages', image_id + '.jpg')) as img:
-            rgb = np.asarray(img.convert('RGB'), np.float64)
-        with Image.open(mask_path(image_id)) as m:
-            mask = np.asarray(m)
-        fg_all[image_id], bg_all[image_id] = image_answers(rgb, mask, labels[image_id], shapes,
-                                                           striped_of)
+    for image_id in sorted(scenes):
+        fg_all[image_id], bg_all[image_id] = image_answers(scenes[image_id])
     paths = []
     for name, data in (('vqa_fg.json', fg_all), ('vqa_bg.json', bg_all)):
         path = os.path.join(root, name)
