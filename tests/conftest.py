@@ -1,6 +1,7 @@
 """Shared test fixtures: paths to the reference fixtures and tiny datasets."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -44,6 +45,24 @@ def locate_fixtures(repo=REPO):
 FIXTURES = locate_fixtures()
 REF = FIXTURES / 'reference'
 VOC_MINI = REF / 'voc_mini'
+SESSION_DIR_PREFIX = 'session_'
+
+
+@pytest.fixture(scope='module', autouse=True)
+def remove_module_temp_dirs(tmp_path_factory):
+    """Delete the folders a test module made with ``tmp_path_factory`` when it ends.
+
+    The suite writes several GB of network weights; with pytest.ini's retention
+    policy (a passed test's ``tmp_path`` is removed at once) this keeps the peak
+    disk use to one module's files, so the suite fits a CI machine's small disk.
+    Session fixtures name their folders ``session_*`` and are kept.
+    """
+    base = tmp_path_factory.getbasetemp()
+    before = set(base.iterdir())
+    yield
+    for path in set(base.iterdir()) - before:
+        if not path.name.startswith(SESSION_DIR_PREFIX):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def reference_ids(split):
@@ -68,15 +87,16 @@ def make_reference_weights(layout_name, out_path):
 @pytest.fixture(scope='session')
 def clims_reference_weights(tmp_path_factory):
     """res50_qa_clims.pth-layout weights of the fixtures (956 aliased keys)."""
-    return make_reference_weights('clims_state_dict.json',
-                                  tmp_path_factory.mktemp('weights') / 'res50_qa_clims.pth')
+    folder = tmp_path_factory.mktemp(SESSION_DIR_PREFIX + 'weights')
+    return make_reference_weights('clims_state_dict.json', folder / 'res50_qa_clims.pth')
 
 
 @pytest.fixture(scope='session')
 def demo_voc(tmp_path_factory):
     """A small synthetic VOC folder made by the product's own generator (with SBD masks)."""
     from tools.make_demo_voc import generate_demo_voc
-    return generate_demo_voc(str(tmp_path_factory.mktemp('demo') / 'VOC2012'), n_images=12,
+    folder = tmp_path_factory.mktemp(SESSION_DIR_PREFIX + 'demo')
+    return generate_demo_voc(str(folder / 'VOC2012'), n_images=12,
                              seed=3, with_aug=True, min_side=64, max_side=96)
 
 
@@ -108,5 +128,5 @@ def run_sample_cmd(*args):
 @pytest.fixture(scope='session')
 def irn_reference_weights(tmp_path_factory):
     """res50_irn.pth-layout weights of the fixtures (1056 keys, aliases and derived buffers)."""
-    return make_reference_weights('irn_state_dict.json',
-                                  tmp_path_factory.mktemp('weights') / 'res50_irn.pth')
+    folder = tmp_path_factory.mktemp(SESSION_DIR_PREFIX + 'weights')
+    return make_reference_weights('irn_state_dict.json', folder / 'res50_irn.pth')
