@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One command on a fresh machine: set up the environment and run the demo
-# (synthetic VOC-layout data, baseline CAM training on CPU, CAMs, evaluation).
+# (a synthetic world, a pretrained backbone, a tiny CLIP, baseline CAMs, QA-CLIMS CAMs,
+# IRNet pseudo masks, DeepLab; demo_out/report.html and demo_out/results.json).
 #   ./demo.sh [run_demo.py options, e.g. --out demo_out --device cuda]
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

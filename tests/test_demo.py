@@ -95,3 +95,21 @@ def test_bench_table_gives_mean_std_per_seed_values_and_targets(demo):
         mean, std, values[0], values[1])
     assert targets(other)['QA-CLIMS >= baseline + 5']
     assert '| target: QA-CLIMS >= baseline + 5 |' in '\n'.join(lines)
+
+
+def test_demo_settings_reach_the_stages_and_leave_the_recipe_alone(tmp_path):
+    from run_sample import build_parser, resolve_args
+    opts = run_demo.demo_parser().parse_args(['--out', str(tmp_path), '--seed', '4'])
+    files = {'backbone': 'backbone.pth', 'clip': 'clip.safetensors'}
+    demo = run_demo.demo_arguments(opts, str(tmp_path / 'VOC2012'), files,
+                                   run_demo.QA_CLIMS_STAGES, 'cams')
+    assert (demo.hyper, demo.clims_learning_rate, demo.nce_t) == (opts.hyper, opts.clims_lr, 0.7)
+    assert (demo.conf_fg_thres, demo.conf_bg_thres, demo.exp_times) == (
+        opts.conf_fg, opts.conf_bg, opts.exp_times)
+    assert demo.seed == 4 and demo.imagenet_weights == 'backbone.pth'
+    assert demo.mask_clip_weights == 'clip.safetensors' and demo.train_qa_clims_pass
+    recipe = build_parser().parse_args(['--voc12_root', str(tmp_path)])
+    resolve_args(recipe)
+    assert (recipe.hyper, recipe.clims_learning_rate, recipe.nce_t) == ('10,8,0.2', 3.5e-4, 0.7)
+    assert (recipe.conf_fg_thres, recipe.conf_bg_thres, recipe.exp_times) == (0.30, 0.10, 8)
+    assert opts.hyper != recipe.hyper       # the demo's own value, documented in the README
