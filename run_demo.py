@@ -47,6 +47,7 @@ QA_CLIMS_STAGES = ('train_qa_clims', 'make_clims', 'eval_cam')
 IRNET_STAGES = ('cam_to_ir_label', 'train_irn', 'make_sem_seg', 'eval_sem_seg')
 SEG_STAGES = ('train_seg', 'eval_seg')
 N_PANELS = 4
+BASELINE_CAMS = 'cams_baseline'
 
 
 def demo_arguments(opts, voc_root, files, stages, cams, tag=''):
@@ -151,15 +152,19 @@ class StageClock:
 
 
 def made_once(path, clock, name, make, *args):
-    """Run ``make(path, *args)`` (timed as ``name``) unless ``path`` and its ``.json``
-    record exist; returns the record (what ``make`` returned)."""
-    record = path + '.json'
-    if not os.path.isfile(path) or not os.path.isfile(record):
-        info = clock.run(name, make, path, *args)
-        with atomic_write(record, 'w') as f:
-            json.dump(info, f, indent=1)
-    with open(record) as f:
-        return json.load(f)
+    """Run ``make(path, *args)`` (timed as ``name``) unless ``path`` exists with a ``.json``
+    record made from the same ``args``; returns what ``make`` returned."""
+    record_path = path + '.json'
+    made_with = json.loads(json.dumps(list(args)))
+    record = None
+    if os.path.isfile(path) and os.path.isfile(record_path):
+        with open(record_path) as f:
+            record = json.load(f)
+    if record is None or record.get('made_with') != made_with:
+        record = {'made_with': made_with, 'info': clock.run(name, make, path, *args)}
+        with atomic_write(record_path, 'w') as f:
+            json.dump(record, f, indent=1)
+    return record['info']
 
 
 def prepare_models(opts, class_ids, clock):
@@ -244,7 +249,7 @@ def main(argv=None):
     class_ids = sorted({c for i in data['train'] for c in data['labels'][i]})
     files, model_info = prepare_models(opts, class_ids, clock)
     baseline = clock.run('baseline_cam', run_stages, demo_arguments(
-        opts, data['root'], files, BASELINE_STAGES, 'cams_baseline'))['eval_cam']
+        opts, data['root'], files, BASELINE_STAGES, BASELINE_CAMS))['eval_cam']
     ablation = None
     if opts.random_clip_ablation:
         _, ablation = qa_clims_with(opts, data['root'], dict(files, clip=files['random_clip']),
@@ -260,7 +265,7 @@ def main(argv=None):
     if ablation is not None:
         results['qa_clims_cam_random_clip'] = dict(row(source.label_names, ablation),
                                                    best=ablation['best'])
-    panels = write_panels(source, data['val'][:N_PANELS], args, opts.out)
+    panels = write_panels(source, data['val'][:N_PANELS], args, BASELINE_CAMS, opts.out)
     results_path = save_results(os.path.join(opts.out, 'results.json'), results)
     page = write_report(os.path.join(opts.out, 'report.html'), source, results, panels)
     train_table, val_table = console_tables(source, results)

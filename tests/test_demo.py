@@ -113,3 +113,21 @@ def test_demo_settings_reach_the_stages_and_leave_the_recipe_alone(tmp_path):
     assert (recipe.hyper, recipe.clims_learning_rate, recipe.nce_t) == ('10,8,0.2', 3.5e-4, 0.7)
     assert (recipe.conf_fg_thres, recipe.conf_bg_thres, recipe.exp_times) == (0.30, 0.10, 8)
     assert opts.hyper != recipe.hyper       # the demo's own value, documented in the README
+
+
+def test_models_are_made_once_and_redone_when_their_arguments_change(tmp_path):
+    calls = []
+
+    def make(path, seed, scenes):
+        calls.append((seed, scenes))
+        with open(path, 'w') as f:
+            f.write('weights')
+        return {'seed': seed, 'scenes': scenes}
+
+    clock = run_demo.StageClock()
+    path = str(tmp_path / 'model.pth')
+    assert run_demo.made_once(path, clock, 'make', make, 0, 10) == {'seed': 0, 'scenes': 10}
+    assert run_demo.made_once(path, clock, 'make', make, 0, 10) == {'seed': 0, 'scenes': 10}
+    assert calls == [(0, 10)] and list(clock.times) == ['make']
+    assert run_demo.made_once(path, clock, 'make', make, 0, 20) == {'seed': 0, 'scenes': 20}
+    assert calls == [(0, 10), (0, 20)]

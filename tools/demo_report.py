@@ -12,10 +12,10 @@ import os
 import numpy as np
 from PIL import Image
 
-from misc.io import atomic_write, load_npz, read_label_png, save_png
+from misc.io import atomic_write, load_npz, per_image_file, read_label_png, save_png
 from wsss.metrics import cam_to_label
 from pipeline.paths import in_work_space
-from tools.visualize import colorize_label
+from tools.visualize import colorize_label, side_by_side
 
 TILE_MIN = 256
 COLUMNS = ('image', 'baseline CAM', 'QA-CLIMS CAM', 'pseudo mask', 'segmentation',
@@ -33,42 +33,39 @@ def enlarged(tile, is_label):
 
 
 def cam_labels(cam_dir, image_id, threshold):
-    cams = load_npz(os.path.join(cam_dir, image_id + '.npz'), required=('keys', 'high_res'))
+    cams = load_npz(per_image_file(cam_dir, image_id, '.npz'), required=('keys', 'high_res'))
     return cam_to_label(cams['high_res'], cams['keys'], threshold)
 
 
 def label_png(folder, image_id):
-    return read_label_png(os.path.join(folder, image_id + '.png'))
+    return read_label_png(per_image_file(folder, image_id, '.png'))
 
 
-def stage_label_maps(source, image_id, args):
-    """Label maps of one image for the columns after 'image', in COLUMNS order."""
+def stage_label_maps(source, image_id, args, baseline_cams):
+    """Label maps of one image for the columns after 'image', in COLUMNS order
+    (``args``: the QA-CLIMS run's; ``baseline_cams``: the baseline's CAM folder name)."""
     thr = args.cam_eval_thres
-    return [cam_labels(in_work_space(args.work_space, 'cams_baseline'), image_id, thr),
+    return [cam_labels(in_work_space(args.work_space, baseline_cams), image_id, thr),
             cam_labels(in_work_space(args.work_space, args.cam_out_dir), image_id, thr),
             label_png(in_work_space(args.work_space, args.sem_seg_out_dir), image_id),
             label_png(in_work_space(args.work_space, args.seg_out_dir), image_id),
             source.read_mask(image_id)]
 
 
-def write_panels(source, ids, args, out):
+def write_panels(source, ids, args, baseline_cams, out):
     """Tiles and one row PNG per image; returns [(image id, [tile paths], row path)]."""
     panels = []
     for image_id in ids:
         tiles = [enlarged(source.read_image(image_id), False)]
         tiles += [enlarged(colorize_label(m, source.palette), True)
-                  for m in stage_label_maps(source, image_id, args)]
+                  for m in stage_label_maps(source, image_id, args, baseline_cams)]
         folder = os.path.join(out, 'panels', image_id)
         paths = []
         for name, tile in zip(COLUMNS, tiles):
             paths.append(os.path.join(folder, name.replace(' ', '_').replace('-', '_') + '.png'))
             save_png(paths[-1], tile)
-        gap = np.full((tiles[0].shape[0], 6, 3), 255, np.uint8)
-        row = [tiles[0]]
-        for tile in tiles[1:]:
-            row += [gap, tile]
-        row_path = os.path.join(out, 'panels', image_id + '.png')
-        save_png(row_path, np.concatenate(row, axis=1))
+        row_path = per_image_file(os.path.join(out, 'panels'), image_id, '.png')
+        save_png(row_path, side_by_side(tiles))
         panels.append((image_id, paths, row_path))
     return panels
 
