@@ -231,7 +231,7 @@ def demo_parser():
     p.add_argument('--beta', type=float, default=10)
     p.add_argument('--exp_times', type=int, default=2)
     p.add_argument('--sem_seg_bg', type=float, default=0.25)
-    p.add_argument('--seg_iters', type=int, default=150)
+    p.add_argument('--seg_iters', type=int, default=100)
     p.add_argument('--seg_crop', type=int, default=96)
     p.add_argument('--seg_lr', type=float, default=1e-2)
     p.add_argument('--device', default='auto')
