@@ -5,7 +5,7 @@
 #   ./demo.sh [run_demo.py options, e.g. --out demo_out --device cuda]
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-"$repo/scripts/setup_env.sh" "$repo/requirements.txt"
+"$repo/scripts/setup_env.sh" "$repo/requirements-demo.txt"
 venv="${QA_CLIMS_VENV:-$repo/.venv}"
 cd "$repo"
 exec "$venv/bin/python" run_demo.py "$@"

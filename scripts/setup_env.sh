@@ -14,7 +14,7 @@ if [ ! -x "$venv/bin/python" ]; then
     "$python_bin" -m venv "$venv"
 fi
 stamp="$venv/.installed-$(basename "$req").sha256"
-current="$(cat "$req" "$repo/requirements.txt" | sha256sum | cut -d' ' -f1)"
+current="$(cat "$req" "$repo"/requirements*.txt | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$current" ]; then
     echo "[setup] installing $(basename "$req") into $venv (first run: a few minutes)"
     "$venv/bin/python" -m pip install --quiet --upgrade pip

@@ -1,6 +1,10 @@
 """The demo end to end with tiny settings: results.json, the report page, the tables."""
 import json
 import math
+import os
+import re
+import subprocess
+import sys
 
 import pytest
 from PIL import Image
@@ -131,3 +135,29 @@ def test_models_are_made_once_and_redone_when_their_arguments_change(tmp_path):
     assert calls == [(0, 10)] and list(clock.times) == ['make']
     assert run_demo.made_once(path, clock, 'make', make, 0, 20) == {'seed': 0, 'scenes': 20}
     assert calls == [(0, 10), (0, 20)]
+
+
+def test_demo_imports_only_what_requirements_demo_installs():
+    """demo.sh installs requirements-demo.txt only: the demo and its stages' modules import
+    with the packages requirements.txt adds (BLIP's transformers, COCO, ...) made absent."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    stages = (run_demo.BASELINE_STAGES + run_demo.QA_CLIMS_STAGES + run_demo.IRNET_STAGES
+              + run_demo.SEG_STAGES)
+    absent = ('transformers', 'lemminflect', 'pycocotools', 'tensorboard')
+    code = ('import importlib, sys\n'
+            'class Absent:\n'
+            '    def find_spec(self, name, path=None, target=None):\n'
+            '        if name.split(".")[0] in %r: raise ImportError("absent: " + name)\n'
+            'sys.meta_path.insert(0, Absent())\n'
+            'import run_demo, run_sample\n'
+            'for stage in %r:\n'
+            '    importlib.import_module(run_sample.STAGE_MODULES.get(stage, "step." + stage))\n'
+            'print("imported")' % (absent, stages))
+    run = subprocess.run([sys.executable, '-c', code], cwd=repo, capture_output=True, text=True)
+    assert run.returncode == 0 and run.stdout.strip() == 'imported', run.stderr
+    with open(os.path.join(repo, 'requirements-demo.txt')) as f:
+        names = {re.split('[=<>~ ]', line.split('#')[0].strip())[0] for line in f} - {''}
+    assert names >= {'torch', 'torchvision', 'open_clip_torch', 'pydensecrf2', 'safetensors'}
+    assert not names & set(absent)
+    with open(os.path.join(repo, 'requirements.txt')) as f:
+        assert '-r requirements-demo.txt' in f.read().splitlines()
