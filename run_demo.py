@@ -32,7 +32,9 @@ import time
 import torch
 
 from misc.io import atomic_write
+from misc.dist import resolve_device
 from misc.logutil import get_logger, setup_logging
+from misc.torchutils import autocast_is_fast
 from pipeline.report import comparison_table
 from pipeline.stage import build_source
 from run_sample import build_parser, run_stages
@@ -50,12 +52,13 @@ N_PANELS = 4
 BASELINE_CAMS = 'cams_baseline'
 
 
-def demo_arguments(opts, voc_root, files, stages, cams, tag=''):
+def demo_arguments(opts, voc_root, files, stages, cams, tag='', amp=False):
     """run_sample arguments of the demo's stages: small crops and batches for a CPU;
-    ``tag`` names the QA-CLIMS weights and text features of another CLIP."""
+    ``tag`` names the QA-CLIMS weights and text features of another CLIP, ``amp`` turns on
+    mixed precision (``--amp``)."""
     ws = os.path.join(opts.out, 'work_space')
     argv = [
-        '--voc12_root', voc_root, '--work_space', ws,
+        '--voc12_root', voc_root, '--work_space', ws, '--amp', str(amp),
         '--device', opts.device, '--num_workers', str(opts.num_workers), '--seed', str(opts.seed),
         '--train_list', 'train', '--val_list', '', '--infer_list', 'trainval',
         '--chainer_eval_set', 'train', '--cam_out_dir', cams,
@@ -193,6 +196,14 @@ def qa_clims_with(opts, voc_root, files, clock, name, cams, tag=''):
     return args, clock.run(name, run_stages, args)['eval_cam']
 
 
+def segmentation_amp(opts):
+    """``--seg_amp``: 'auto' is mixed precision where it is faster (CUDA, or a CPU with bf16
+    kernels: 1.8x per DeepLab step on this project's 2-core AVX512-BF16 machine)."""
+    if opts.seg_amp == 'auto':
+        return autocast_is_fast(resolve_device(opts.device))
+    return opts.seg_amp == 'True'
+
+
 def save_results(path, results):
     with atomic_write(path, 'w') as f:
         json.dump(results, f, indent=1)
@@ -216,8 +227,10 @@ def demo_parser():
     p.add_argument('--crop', type=int, default=128)
     p.add_argument('--epochs', type=int, default=20)
     p.add_argument('--lr', type=float, default=0.1)
-    p.add_argument('--clims_epochs', type=int, default=20)
-    p.add_argument('--clims_lr', type=float, default=1e-2)
+    p.add_argument('--clims_epochs', type=int, default=30)
+    p.add_argument('--clims_lr', type=float, default=3e-3,
+                   help='backbone lr of QA-CLIMS (the recipe: 3.5e-4; the classifier at 10x). '
+                        'At 1e-2 a present class was lost on half the runs (README: the demo)')
     p.add_argument('--nce_t', type=float, default=0.7)
     p.add_argument('--hyper', default='10,8,5',
                    help='weights of L_FRC, L_BRC, L_REG (the recipe: 10,8,0.2 on VOC). From this '
@@ -231,9 +244,12 @@ def demo_parser():
     p.add_argument('--beta', type=float, default=10)
     p.add_argument('--exp_times', type=int, default=2)
     p.add_argument('--sem_seg_bg', type=float, default=0.25)
-    p.add_argument('--seg_iters', type=int, default=100)
+    p.add_argument('--seg_iters', type=int, default=150)
     p.add_argument('--seg_crop', type=int, default=96)
     p.add_argument('--seg_lr', type=float, default=1e-2)
+    p.add_argument('--seg_amp', default='auto', choices=('auto', 'True', 'False'),
+                   help='DeepLab (train_seg, eval_seg) under mixed precision, --amp: bf16 on '
+                        'CPU, fp16 on CUDA; auto: where it is faster')
     p.add_argument('--device', default='auto')
     p.add_argument('--num_workers', type=int, default=0)
     return p
@@ -258,10 +274,12 @@ def main(argv=None):
     args, qa = qa_clims_with(opts, data['root'], files, clock, 'qa_clims_cam', 'cams')
     sem = clock.run('irnet_pseudo_mask', run_stages, demo_arguments(
         opts, data['root'], files, IRNET_STAGES, 'cams'))['eval_sem_seg']
+    seg_amp = segmentation_amp(opts)
     seg = clock.run('segmentation', run_stages, demo_arguments(
-        opts, data['root'], files, SEG_STAGES, 'cams'))['eval_seg']
+        opts, data['root'], files, SEG_STAGES, 'cams', amp=seg_amp))['eval_seg']
     source = build_source(args)
     results = demo_results(source, opts, model_info, baseline, qa, sem, seg, clock.times)
+    results['segmentation']['mixed_precision'] = seg_amp
     if ablation is not None:
         results['qa_clims_cam_random_clip'] = dict(row(source.label_names, ablation),
                                                    best=ablation['best'])

@@ -6,6 +6,17 @@ import torch
 FLOAT_DTYPES = {'float32': torch.float32, 'float16': torch.float16, 'bfloat16': torch.bfloat16}
 
 
+def cpu_has_bf16_kernels():
+    """Whether this CPU's oneDNN runs bf16 natively (AVX512-BF16 or AMX); elsewhere torch
+    emulates bf16, slower than float32."""
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def autocast_is_fast(device):
+    """Whether ``--amp`` speeds ``device`` up: CUDA (fp16) or a CPU with bf16 kernels."""
+    return device.type == 'cuda' or (device.type == 'cpu' and cpu_has_bf16_kernels())
+
+
 def poly_lr_lambda(max_step, power=0.9):
     """Multiplier of step k: (1 - k/max_step)^power, frozen at k = max_step - 1 afterwards.
 

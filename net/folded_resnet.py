@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
+from misc.torchutils import cpu_has_bf16_kernels
+
 
 def onednn_fusion_available():
     """True when torch has oneDNN's fused convolution kernels (CPU builds with MKL-DNN)."""
@@ -39,7 +41,7 @@ def uses_onednn_bf16_fusion(x):
     return (x.device.type == 'cpu' and torch.is_autocast_enabled('cpu')
             and torch.get_autocast_dtype('cpu') == torch.bfloat16
             and torch.backends.mkldnn.enabled and onednn_fusion_available()
-            and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+            and cpu_has_bf16_kernels())
 
 
 class FoldedConv(nn.Module):
