@@ -5,8 +5,8 @@ import torch
 
 from net.clip_models import load_clip
 from tools.make_demo_voc import VOC_CLASSES
-from tools.train_tiny_clip import IMAGE_SIZE, LOGIT_SCALE, class_ids_of, train_tiny_clip, \
-    view_set, view_target
+from tools.train_tiny_clip import IMAGE_SIZE, LOGIT_SCALE, class_ids_of, object_views, \
+    train_tiny_clip, view_set, view_target
 
 CLASSES = 'aeroplane,car,person'
 
@@ -65,6 +65,23 @@ def test_views_of_the_world_are_normalised_masked_images():
     assert set(views['classes'].tolist()) <= {VOC_CLASSES.index(c) for c in CLASSES.split(',')}
     assert {'aeroplane', 'car', 'person'} & set(vocab)
     assert {'water', 'sky', 'snow'} & set(vocab)        # their home regions
+
+
+def test_object_views_spill_onto_the_home_region_only_when_the_frame_holds_it():
+    import numpy as np
+    comps = torch.zeros(2, 16, 16)
+    comps[0, 4:10, 4:10] = 1                      # the object; comps[1], its region, is empty
+
+    def views(home):
+        return object_views(np.random.default_rng(0), comps, 0, home)
+    without_region = views(None)
+    left_out = views(1)
+    assert len(left_out) == len(without_region)
+    assert all(torch.equal(a, b) for a, b in zip(left_out, without_region))
+    comps[1, 10:, :] = 1
+    spill = views(1)
+    assert len(spill) == len(without_region) + 1
+    assert (spill[-1] * comps[1]).sum() > 0 and (spill[-1] * comps[0]).sum() > 0
 
 
 def test_unknown_class_names_are_refused():

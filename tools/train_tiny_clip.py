@@ -143,8 +143,14 @@ def object_crop(rng, stack, mask):
                          align_corners=True)[0]
 
 
+def is_drawn(mask):
+    """Whether a component mask [S, S] holds a pixel (a region can lie outside the frame)."""
+    return bool((mask > 0.5).any())
+
+
 def half_plane(rng, mask):
-    """A random half plane [S, S] through a point of ``mask``: cuts an object in part."""
+    """A random half plane [S, S] through a point of ``mask`` (:func:`is_drawn`): cuts an
+    object in part."""
     ys, xs = torch.nonzero(mask > 0.5, as_tuple=True)
     k = int(rng.integers(len(ys)))
     angle = rng.uniform(0, 2 * np.pi)
@@ -163,11 +169,12 @@ def soften(rng, mask):
 
 def object_views(rng, comps, k, home):
     """View masks [S, S] of object ``k`` (comps[k]): whole, cut, spilling onto its home
-    region ``home`` (a component index or None), its complement and its cut's complement."""
+    region ``home`` (a component index or None; no spill when the frame leaves it out), its
+    complement and its cut's complement."""
     obj = comps[k]
     cut = obj * half_plane(rng, obj)
     views = [obj, cut, 1 - obj, 1 - cut]
-    if home is not None:
+    if home is not None and is_drawn(comps[home]):
         views.append(torch.clamp(obj + comps[home] * half_plane(rng, comps[home]), 0, 1))
     return [soften(rng, v) for v in views if v.sum() >= 4]
 
@@ -201,7 +208,7 @@ def scene_views(rng, class_ids, vocab):
     crops, objects, object_prompts, crop_classes = [], [], [], []
     kinds = scene['regions']
     for k, obj in enumerate(scene['objects']):
-        if frame_comps[k].sum() < 4:
+        if frame_comps[k].sum() < 4 or not is_drawn(frame_comps[k]):
             continue
         home = len(scene['objects']) + kinds.index(obj['home']) if obj['home'] else None
         for m in object_views(rng, frame_comps, k, home):
