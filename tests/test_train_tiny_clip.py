@@ -1,5 +1,6 @@
 """The tiny-CLIP trainer (tools/train_tiny_clip.py): its views, and a short run that our
 loader reads and that names held-out objects well above chance."""
+import numpy as np
 import pytest
 import torch
 
@@ -68,7 +69,6 @@ def test_views_of_the_world_are_normalised_masked_images():
 
 
 def test_object_views_spill_onto_the_home_region_only_when_the_frame_holds_it():
-    import numpy as np
     comps = torch.zeros(2, 16, 16)
     comps[0, 4:10, 4:10] = 1                      # the object; comps[1], its region, is empty
 
