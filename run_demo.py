@@ -122,7 +122,8 @@ def demo_results(source, opts, model_info, baseline, qa, sem, seg, times):
             'qa_clims_cam': dict(row(names, qa), best=qa['best']),
             'pseudo_mask': pseudo,
             'segmentation': dict(row(names, seg['plain'] if 'plain' in seg else seg),
-                                 split='val', n_images=seg['n_images']),
+                                 split='val', n_images=seg['n_images'],
+                                 mixed_precision=segmentation_amp(opts)),
             'n_train_images': baseline['n_images'],
             'times': times, 'total_seconds': sum(times.values())}
 
@@ -274,12 +275,10 @@ def main(argv=None):
     args, qa = qa_clims_with(opts, data['root'], files, clock, 'qa_clims_cam', 'cams')
     sem = clock.run('irnet_pseudo_mask', run_stages, demo_arguments(
         opts, data['root'], files, IRNET_STAGES, 'cams'))['eval_sem_seg']
-    seg_amp = segmentation_amp(opts)
     seg = clock.run('segmentation', run_stages, demo_arguments(
-        opts, data['root'], files, SEG_STAGES, 'cams', amp=seg_amp))['eval_seg']
+        opts, data['root'], files, SEG_STAGES, 'cams', amp=segmentation_amp(opts)))['eval_seg']
     source = build_source(args)
     results = demo_results(source, opts, model_info, baseline, qa, sem, seg, clock.times)
-    results['segmentation']['mixed_precision'] = seg_amp
     if ablation is not None:
         results['qa_clims_cam_random_clip'] = dict(row(source.label_names, ablation),
                                                    best=ablation['best'])
