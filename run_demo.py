@@ -42,7 +42,7 @@ from tools.demo_report import write_panels, write_report
 from tools.gen_text_feats_cache import main as gen_text_feats_cache
 from tools.make_demo_voc import generate_demo_voc
 from tools.pretrain_backbone import pretrain_backbone
-from tools.train_tiny_clip import train_tiny_clip
+from tools.train_tiny_clip import accuracy_summary, tiny_clip_settings, train_tiny_clip
 
 BASELINE_STAGES = ('train_cam', 'make_cam', 'eval_cam')
 QA_CLIMS_STAGES = ('train_qa_clims', 'make_clims', 'eval_cam')
@@ -155,11 +155,14 @@ class StageClock:
         return result
 
 
-def made_once(path, clock, name, make, *args):
+def made_once(path, clock, name, make, *args, settings=None):
     """Run ``make(path, *args)`` (timed as ``name``) unless ``path`` exists with a ``.json``
-    record made from the same ``args``; returns what ``make`` returned."""
+    record made from the same ``args`` and the same ``settings`` (the maker's fixed
+    constants, so that a file made by an older version is made again); returns what
+    ``make`` returned."""
     record_path = path + '.json'
-    made_with = json.loads(json.dumps(list(args)))
+    made_with = json.loads(json.dumps(list(args) if settings is None
+                                      else {'args': list(args), 'settings': settings}))
     record = None
     if os.path.isfile(path) and os.path.isfile(record_path):
         with open(record_path) as f:
@@ -186,7 +189,8 @@ def prepare_models(opts, class_ids, clock):
         files[kind] = os.path.join(opts.out, 'tiny_clip_seed%d_steps%d.safetensors'
                                    % (opts.seed, steps))
         infos[kind] = made_once(files[kind], clock, 'train_tiny_clip' if steps else 'random_clip',
-                                train_tiny_clip, class_ids, opts.seed, opts.clip_scenes, steps)
+                                train_tiny_clip, class_ids, opts.seed, opts.clip_scenes, steps,
+                                settings=tiny_clip_settings())
     return files, infos
 
 
@@ -289,10 +293,10 @@ def main(argv=None):
     log = get_logger()
     log.info('\nDemo results (seed %d), train split (%d images):\n%s\npseudo-mask background IoU '
              '%.2f%%\nSegmentation network (DeepLab-v2 ResNet-50) on the val split (%d images):'
-             '\n%s\nCLIP zero-shot accuracy on held-out crops: %s\nStage times (s): %s',
+             '\n%s\nTiny CLIP zero-shot accuracy: %s\nStage times (s): %s',
              opts.seed, results['n_train_images'], train_table,
              100 * results['pseudo_mask']['background_iou'], results['segmentation']['n_images'],
-             val_table, '%.1f%%' % (100 * results['clip']['clip']['crop_accuracy']),
+             val_table, accuracy_summary(results['clip']['clip']),
              ', '.join('%s %.0f' % kv for kv in clock.times.items()))
     log.info('results: %s\nreport page: %s', os.path.abspath(results_path), os.path.abspath(page))
     log.info('Demo finished in %.0f s', sum(clock.times.values()))

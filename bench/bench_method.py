@@ -22,8 +22,10 @@ import run_demo  # noqa: E402
 from misc.io import atomic_write  # noqa: E402
 
 #: (row name, value of one seed's results: percent unless the name says seconds)
-ROWS = (('CLIP zero-shot accuracy (held-out crops)',
+ROWS = (('CLIP zero-shot accuracy (held-out crops of their largest object)',
          lambda r: 100 * r['clip']['clip']['crop_accuracy']),
+        ('CLIP zero-shot accuracy (all held-out crops)',
+         lambda r: 100 * r['clip']['clip']['crop_accuracy_all']),
         ('random CLIP zero-shot accuracy',
          lambda r: 100 * r['clip']['random_clip']['crop_accuracy']),
         ('baseline CAM mIoU (train)', lambda r: 100 * r['baseline_cam']['miou']),

@@ -136,7 +136,7 @@ def test_mixed_precision_reaches_only_the_segmentation_stages(tmp_path):
         assert run_demo.segmentation_amp(forced) is expected
 
 
-def test_models_are_made_once_and_redone_when_their_arguments_change(tmp_path):
+def test_models_are_made_once_and_redone_when_their_arguments_or_settings_change(tmp_path):
     calls = []
 
     def make(path, seed, scenes):
@@ -152,6 +152,12 @@ def test_models_are_made_once_and_redone_when_their_arguments_change(tmp_path):
     assert calls == [(0, 10)] and list(clock.times) == ['make']
     assert run_demo.made_once(path, clock, 'make', make, 0, 20) == {'seed': 0, 'scenes': 20}
     assert calls == [(0, 10), (0, 20)]
+    settings = {'crop_focus': 6.0}
+    run_demo.made_once(path, clock, 'make', make, 0, 20, settings=settings)
+    assert calls == [(0, 10), (0, 20), (0, 20)]      # made by a maker with other settings
+    run_demo.made_once(path, clock, 'make', make, 0, 20, settings=settings)
+    run_demo.made_once(path, clock, 'make', make, 0, 20, settings={'crop_focus': 3.0})
+    assert calls == [(0, 10), (0, 20), (0, 20), (0, 20)]
 
 
 def requirement_names(path):

@@ -6,8 +6,8 @@ import torch
 
 from net.clip_models import load_clip
 from tools.make_demo_voc import VOC_CLASSES
-from tools.train_tiny_clip import IMAGE_SIZE, LOGIT_SCALE, class_ids_of, object_views, \
-    train_tiny_clip, view_set, view_target
+from tools.train_tiny_clip import IMAGE_SIZE, LOGIT_SCALE, accuracy_summary, class_ids_of, \
+    is_largest_object, object_views, train_tiny_clip, view_set, view_target
 
 CLASSES = 'aeroplane,car,person'
 
@@ -24,6 +24,31 @@ def test_short_run_names_held_out_objects_well_above_chance(trained):
     assert trained['held_out_objects'] >= 15
     assert trained['crop_accuracy'] >= 0.8
     assert trained['masked_accuracy'] >= 0.8
+
+
+def test_crops_another_object_dominates_are_counted_apart(trained):
+    n, ambiguous = trained['held_out_objects'], trained['ambiguous_crops']
+    assert 0 <= ambiguous < n
+    hits_all = round(trained['crop_accuracy_all'] * n)
+    hits_own = round(trained['crop_accuracy'] * (n - ambiguous))
+    assert hits_all == pytest.approx(trained['crop_accuracy_all'] * n, abs=1e-3)
+    assert hits_own <= hits_all <= hits_own + ambiguous
+    line = accuracy_summary(trained)
+    assert '%.1f%% of %d held-out object crops' % (100 * trained['crop_accuracy'],
+                                                   n - ambiguous) in line
+    assert 'counting the %d crops' % ambiguous in line
+
+
+def test_a_crop_counts_when_its_object_is_the_largest_in_it():
+    comps = torch.zeros(4, 4, 4)          # two objects, a region, the plain background
+    comps[0, :2] = 1                      # object 0: 8 pixels
+    comps[1, 2:, :3] = 1                  # object 1: 6 pixels
+    comps[2, 2:, 3:] = 1                  # the region (not an object): 2 pixels
+    assert is_largest_object(comps, 0, 2)
+    assert not is_largest_object(comps, 1, 2)
+    comps[1, 2:, 3:] = 1                  # object 1 now as large as object 0: ambiguous
+    assert not is_largest_object(comps, 0, 2) and not is_largest_object(comps, 1, 2)
+    assert is_largest_object(comps[:1], 0, 1)   # alone in its crop
 
 
 def test_saved_weights_load_as_a_mask_adapted_clip(trained):

@@ -15,6 +15,7 @@ from PIL import Image
 from misc.io import atomic_write, load_npz, per_image_file, read_label_png, save_png
 from wsss.metrics import cam_to_label
 from pipeline.paths import in_work_space
+from tools.train_tiny_clip import accuracy_summary
 from tools.visualize import colorize_label, side_by_side
 
 TILE_MIN = 256
@@ -136,8 +137,7 @@ def write_report(path, source, results, panels):
     """Write the page; returns its path."""
     names = source.label_names
     clip = results['clip']['clip']
-    clip_line = ('The tiny CLIP names held-out object crops with %.1f%% zero-shot accuracy '
-                 '(chance %.1f%%).' % (100 * clip['crop_accuracy'], 100 * clip['chance']))
+    clip_line = 'The tiny CLIP\'s zero-shot accuracy: %s.' % accuracy_summary(clip)
     page = '''<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>QA-CLIMS demo, seed %(seed)d</title>
 <style>%(style)s</style></head><body>
