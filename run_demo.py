@@ -242,7 +242,7 @@ def demo_parser():
                         "world's short pretraining the maps start saturated at 1 over the whole "
                         'image, where the contrastive terms have no gradient; the stronger area '
                         'term brings them back (README: the demo)')
-    p.add_argument('--conf_fg', type=float, default=0.40,
+    p.add_argument('--conf_fg', type=float, default=0.50,
                    help='IRNet confident-region thresholds (the recipe: 0.30 and 0.10)')
     p.add_argument('--conf_bg', type=float, default=0.15)
     p.add_argument('--irn_epochs', type=int, default=10)
