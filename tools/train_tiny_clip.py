@@ -26,9 +26,9 @@ measured on object crops and on masked object views of held-out scenes. A crop
 (the object's box with a 5-30% margin) counts when its object covers more of it
 than any other object; where another object covers at least as much, the
 crop's label is ambiguous: those crops are counted apart, and the accuracy over
-all crops is reported too. The
-weights are saved as safetensors in OpenAI's key layout with
-``visual.mask_embedding``: :func:`net.clip_models.load_clip` reads them.
+all crops is reported too. The weights are saved as safetensors in OpenAI's key
+layout with ``visual.mask_embedding``: :func:`net.clip_models.load_clip` reads
+them.
 """
 import argparse
 import math
