@@ -161,8 +161,7 @@ def made_once(path, clock, name, make, *args, settings=None):
     constants, so that a file made by an older version is made again); returns what
     ``make`` returned."""
     record_path = path + '.json'
-    made_with = json.loads(json.dumps(list(args) if settings is None
-                                      else {'args': list(args), 'settings': settings}))
+    made_with = json.loads(json.dumps({'args': list(args), 'settings': settings}))
     record = None
     if os.path.isfile(path) and os.path.isfile(record_path):
         with open(record_path) as f:

@@ -288,13 +288,12 @@ def soft_contrastive_loss(model, images, prompts, targets, text_feats):
     return -(targets * F.log_softmax(logits, dim=1)).sum(1).mean()
 
 
-def zero_shot_accuracy(model, images, prompts, classes, class_ids):
-    """Share of views whose most similar class prompt (among ``class_ids``) is their class."""
+def zero_shot_hits(model, images, prompts, classes, class_ids):
+    """Whether each view's most similar class prompt (among ``class_ids``) is its class [V]."""
     with torch.no_grad():
         feats = text_features(model, [VOC_CLASSES[c] for c in class_ids])
         sims = normalise(model.encode_image(images, prompts).float()) @ feats.T
-    predicted = torch.tensor(class_ids)[sims.argmax(1)]
-    return float((predicted == classes).float().mean())
+    return torch.tensor(class_ids)[sims.argmax(1)] == classes
 
 
 def held_out_accuracies(model, held_out, class_ids):
@@ -305,13 +304,13 @@ def held_out_accuracies(model, held_out, class_ids):
     masked object views (what the QA-CLIMS objective shows the CLIP)."""
     crops, classes, own = held_out['crops'], held_out['classes'], held_out['crop_is_own']
     ones = torch.ones(len(crops), 1, IMAGE_SIZE, IMAGE_SIZE)
-    return {
-        'crop_accuracy': zero_shot_accuracy(model, crops[own], ones[own], classes[own],
-                                            class_ids),
-        'crop_accuracy_all': zero_shot_accuracy(model, crops, ones, classes, class_ids),
-        'ambiguous_crops': int((~own).sum()),
-        'masked_accuracy': zero_shot_accuracy(model, held_out['objects'],
-                                              held_out['object_prompts'], classes, class_ids)}
+    crop_hits = zero_shot_hits(model, crops, ones, classes, class_ids).float()
+    masked_hits = zero_shot_hits(model, held_out['objects'], held_out['object_prompts'],
+                                 classes, class_ids).float()
+    return {'crop_accuracy': float(crop_hits[own].mean()),
+            'crop_accuracy_all': float(crop_hits.mean()),
+            'ambiguous_crops': int((~own).sum()),
+            'masked_accuracy': float(masked_hits.mean())}
 
 
 def train(model, views, vocab_texts, steps, batch_size, lr, seed):
@@ -414,6 +413,7 @@ def main(argv=None):
                         a.lr)
     print('tiny CLIP -> %s (%.0f s, %d steps)\nzero-shot accuracy: %s'
           % (r['path'], r['seconds'], r['steps'], accuracy_summary(r)))
+
 
 if __name__ == '__main__':
     main()
