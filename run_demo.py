@@ -52,15 +52,16 @@ N_PANELS = 4
 BASELINE_CAMS = 'cams_baseline'
 
 
-def demo_arguments(opts, voc_root, files, stages, cams, tag='', amp=False):
+def demo_arguments(opts, voc_root, files, stages, cams, tag='', amp=False, lists=('train', 'trainval')):
     """run_sample arguments of the demo's stages: small crops and batches for a CPU;
     ``tag`` names the QA-CLIMS weights and text features of another CLIP, ``amp`` turns on
-    mixed precision (``--amp``)."""
+    mixed precision (``--amp``), ``lists`` are the train and infer lists (:func:`demo_lists`)."""
     ws = os.path.join(opts.out, 'work_space')
+    train_list, infer_list = lists
     argv = [
         '--voc12_root', voc_root, '--work_space', ws, '--amp', str(amp),
         '--device', opts.device, '--num_workers', str(opts.num_workers), '--seed', str(opts.seed),
-        '--train_list', 'train', '--val_list', '', '--infer_list', 'trainval',
+        '--train_list', train_list, '--val_list', '', '--infer_list', infer_list,
         '--chainer_eval_set', 'train', '--cam_out_dir', cams,
         '--imagenet_weights', files['backbone'],
         '--cam_batch_size', '8', '--cam_num_epoches', str(opts.epochs),
@@ -84,7 +85,7 @@ def demo_arguments(opts, voc_root, files, stages, cams, tag='', amp=False):
         '--exp_times', str(opts.exp_times), '--sem_seg_bg_thres', str(opts.sem_seg_bg),
         '--sem_seg_color', 'True',
         '--seg_arch', 'deeplabv2_resnet50', '--seg_backbone_weights', files['backbone'],
-        '--seg_train_list', 'train', '--seg_label_dir', 'sem_seg', '--seg_batch_size', '4',
+        '--seg_train_list', train_list, '--seg_label_dir', 'sem_seg', '--seg_batch_size', '4',
         '--seg_crop_size', str(opts.seg_crop), '--seg_num_iters', str(opts.seg_iters),
         '--seg_learning_rate', str(opts.seg_lr), '--seg_msc', 'False',
         '--seg_grad_clip', '10', '--seg_eval_set', 'val', '--seg_eval_scales', '1.0',
@@ -92,6 +93,32 @@ def demo_arguments(opts, voc_root, files, stages, cams, tag='', amp=False):
     for stage in stages:
         argv += ['--%s_pass' % stage, 'True']
     return build_parser().parse_args(argv)
+
+
+def demo_lists(opts, data):
+    """{'baseline', 'qa_clims', 'irnet': (train list, infer list)} of the demo's stages.
+
+    The CAM networks train on ``train``. With ``--n_aug`` images that have image-level
+    labels only (the role of the recipe's train_aug beyond train), IRNet and DeepLab learn
+    from the pseudo masks of ``train_aug`` (train and those images). CAMs and pseudo masks
+    are made for the images learned from and for the val images of the panels, listed in
+    ``<out>/work_space/infer_*.txt``; the other val images are for DeepLab's evaluation only.
+    """
+    shown = data['val'][:N_PANELS]
+    baseline = write_list(opts, 'infer_cam.txt', data['train'] + shown)
+    if not data['aug_only']:
+        return {'baseline': ('train', baseline), 'qa_clims': ('train', baseline),
+                'irnet': ('train', baseline)}
+    pseudo = write_list(opts, 'infer_pseudo_mask.txt', data['train'] + data['aug_only'] + shown)
+    return {'baseline': ('train', baseline), 'qa_clims': ('train', pseudo),
+            'irnet': ('train_aug', pseudo)}
+
+
+def write_list(opts, name, ids):
+    path = os.path.join(opts.out, 'work_space', name)
+    with atomic_write(path, 'w') as f:
+        f.write(''.join(i + '\n' for i in sorted(ids)))
+    return path
 
 
 def text_feature_caches(args):
@@ -193,9 +220,9 @@ def prepare_models(opts, class_ids, clock):
     return files, infos
 
 
-def qa_clims_with(opts, voc_root, files, clock, name, cams, tag=''):
+def qa_clims_with(opts, voc_root, files, lists, clock, name, cams, tag=''):
     """Text features and QA-CLIMS CAMs (trained, inferred, evaluated) with ``files['clip']``."""
-    args = demo_arguments(opts, voc_root, files, QA_CLIMS_STAGES, cams, tag)
+    args = demo_arguments(opts, voc_root, files, QA_CLIMS_STAGES, cams, tag, lists=lists)
     clock.run('text_features' + tag, text_feature_caches, args)
     return args, clock.run(name, run_stages, args)['eval_cam']
 
@@ -227,6 +254,13 @@ def demo_parser():
     p.add_argument('--clip_scenes', type=int, default=240)
     p.add_argument('--clip_steps', type=int, default=300)
     p.add_argument('--n_images', type=int, default=40)
+    p.add_argument('--n_aug', type=int, default=54,
+                   help='images with image-level labels only, beyond the listed ones (the role '
+                        "of the recipe's train_aug): IRNet and DeepLab learn from their pseudo "
+                        'masks too')
+    p.add_argument('--extra_val', type=int, default=40,
+                   help='val images beyond a third of --n_images, for a steadier segmentation '
+                        'figure (drawn apart: the train images do not change with it)')
     p.add_argument('--max_classes', type=int, default=6)
     p.add_argument('--crop', type=int, default=128)
     p.add_argument('--epochs', type=int, default=20)
@@ -244,13 +278,14 @@ def demo_parser():
     p.add_argument('--conf_fg', type=float, default=0.50,
                    help='IRNet confident-region thresholds (the recipe: 0.30 and 0.10)')
     p.add_argument('--conf_bg', type=float, default=0.15)
-    p.add_argument('--irn_epochs', type=int, default=10)
+    p.add_argument('--irn_epochs', type=int, default=4,
+                   help='epochs over train_aug (81 images with the default --n_aug)')
     p.add_argument('--beta', type=float, default=10)
     p.add_argument('--exp_times', type=int, default=2)
     p.add_argument('--sem_seg_bg', type=float, default=0.25)
     p.add_argument('--seg_iters', type=int, default=150)
     p.add_argument('--seg_crop', type=int, default=96)
-    p.add_argument('--seg_lr', type=float, default=1e-2)
+    p.add_argument('--seg_lr', type=float, default=5e-3)
     p.add_argument('--seg_amp', default='auto', choices=('auto', 'True', 'False'),
                    help='DeepLab (train_seg, eval_seg) under mixed precision, --amp: bf16 on '
                         'CPU, fp16 on CUDA; auto: where it is faster')
@@ -265,21 +300,26 @@ def main(argv=None):
     setup_logging(os.path.join(opts.out, 'work_space'))
     clock = StageClock()
     data = clock.run('dataset', generate_demo_voc, os.path.join(opts.out, 'VOC2012'),
-                     opts.n_images, opts.seed, False, 96, 192, opts.max_classes)
+                     opts.n_images, opts.seed, opts.n_aug > 0, 96, 192, opts.max_classes,
+                     opts.n_aug, opts.extra_val)
     class_ids = sorted({c for i in data['train'] for c in data['labels'][i]})
     files, model_info = prepare_models(opts, class_ids, clock)
+    lists = demo_lists(opts, data)
     baseline = clock.run('baseline_cam', run_stages, demo_arguments(
-        opts, data['root'], files, BASELINE_STAGES, BASELINE_CAMS))['eval_cam']
+        opts, data['root'], files, BASELINE_STAGES, BASELINE_CAMS,
+        lists=lists['baseline']))['eval_cam']
     ablation = None
     if opts.random_clip_ablation:
         _, ablation = qa_clims_with(opts, data['root'], dict(files, clip=files['random_clip']),
-                                    clock, 'qa_clims_cam_random_clip', 'cams_random_clip',
-                                    '_random_clip')
-    args, qa = qa_clims_with(opts, data['root'], files, clock, 'qa_clims_cam', 'cams')
+                                    lists['baseline'], clock, 'qa_clims_cam_random_clip',
+                                    'cams_random_clip', '_random_clip')
+    args, qa = qa_clims_with(opts, data['root'], files, lists['qa_clims'], clock, 'qa_clims_cam',
+                             'cams')
     sem = clock.run('irnet_pseudo_mask', run_stages, demo_arguments(
-        opts, data['root'], files, IRNET_STAGES, 'cams'))['eval_sem_seg']
+        opts, data['root'], files, IRNET_STAGES, 'cams', lists=lists['irnet']))['eval_sem_seg']
     seg = clock.run('segmentation', run_stages, demo_arguments(
-        opts, data['root'], files, SEG_STAGES, 'cams', amp=segmentation_amp(opts)))['eval_seg']
+        opts, data['root'], files, SEG_STAGES, 'cams', amp=segmentation_amp(opts),
+        lists=lists['irnet']))['eval_seg']
     source = build_source(args)
     results = demo_results(source, opts, model_info, baseline, qa, sem, seg, clock.times)
     if ablation is not None:

@@ -15,7 +15,8 @@ from misc.torchutils import autocast_is_fast
 from pipeline.report import comparison_table, iou_table
 from tools.demo_report import COLUMNS, TILE_MIN
 
-TINY = ['--n_images', '12', '--epochs', '1', '--crop', '96', '--clims_epochs', '1',
+N_AUG, EXTRA_VAL = 3, 2
+TINY = ['--n_images', '12', '--n_aug', str(N_AUG), '--extra_val', str(EXTRA_VAL), '--epochs', '1', '--crop', '96', '--clims_epochs', '1',
         '--irn_epochs', '1', '--seg_iters', '2', '--seg_crop', '64', '--pretrain_scenes', '10',
         '--pretrain_steps', '2', '--clip_scenes', '10', '--clip_steps', '2', '--device', 'cpu']
 
@@ -48,6 +49,32 @@ def test_results_json_holds_every_row(demo):
                                     'segmentation'}
     assert stored['total_seconds'] == pytest.approx(sum(stored['times'].values()))
     assert stored['clip']['random_clip']['steps'] == 0 and stored['clip']['clip']['steps'] == 2
+
+
+def listed(path):
+    with open(path) as f:
+        return f.read().split()
+
+
+def test_irnet_and_deeplab_learn_from_train_aug_and_all_val_images_are_scored(demo):
+    out, results = demo
+    data = json.loads((out / 'VOC2012' / 'demo_meta.json').read_text())['summary']
+    train, val, aug = data['train'], data['val'], data['aug_only']
+    assert len(aug) == N_AUG and len(val) == 4 + EXTRA_VAL        # 12 listed: 4 in val
+    assert results['segmentation']['n_images'] == len(val)
+    assert results['n_train_images'] == len(train)
+    shown = val[:run_demo.N_PANELS]
+    ws = out / 'work_space'
+    assert listed(ws / 'infer_cam.txt') == sorted(train + shown)
+    assert listed(ws / 'infer_pseudo_mask.txt') == sorted(train + aug + shown)
+    assert {p.stem for p in (ws / 'cams_baseline').iterdir()} == set(train + shown)
+    assert {p.stem for p in (ws / 'cams').iterdir()} == set(train + aug + shown)
+    assert {p.stem for p in (ws / 'sem_seg').iterdir()} == set(train + aug + shown)
+    log = (ws / 'run.log').read_text()
+    for stage in ('train_cam', 'train_qa_clims'):
+        assert '%s: %d images' % (stage, len(train)) in log
+    for stage in ('train_irn', 'train_seg'):
+        assert '%s: %d images' % (stage, len(train) + N_AUG) in log
 
 
 def test_report_page_is_static_with_tables_legend_and_large_tiles(demo):

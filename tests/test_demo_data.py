@@ -225,6 +225,18 @@ def test_with_aug_keeps_main_files_identical(tmp_path, demo_aug):
     assert file_bytes(plain["root"], paths) == file_bytes(demo_aug["root"], paths)
 
 
+def test_n_aug_sets_the_number_of_sbd_only_images_and_keeps_the_listed_ones(tmp_path, demo_aug):
+    more = generate_demo_voc(str(tmp_path / "more"), n_images=12, seed=3, with_aug=True, n_aug=7)
+    assert len(more["aug_only"]) == 7 and not set(more["aug_only"]) & set(more["ids"])
+    assert {k: more[k] for k in ("ids", "train", "val")} == {k: demo_aug[k] for k in ("ids", "train", "val")}
+    paths = deterministic_files(more)
+    assert file_bytes(more["root"], paths) == file_bytes(demo_aug["root"], paths)
+    with open(os.path.join(more["root"], "vqa_fg.json")) as f:
+        assert set(more["aug_only"]) <= set(json.load(f))
+    with pytest.raises(ValueError, match="with_aug"):
+        generate_demo_voc(str(tmp_path / "bad"), n_images=12, seed=3, n_aug=2)
+
+
 def test_skips_when_already_generated(tmp_path):
     root = str(tmp_path / "voc")
     first = generate_demo_voc(root, n_images=6, seed=1)

@@ -52,6 +52,7 @@ JPEG_QUALITY = 95
 POSES = ("Unspecified", "Frontal", "Left", "Right", "Rear")
 META_NAME = "demo_meta.json"
 META_VERSION = 3
+EXTRA_VAL_STREAM = 1  # the random stream of the images of extra_val
 PLACEMENT_TRIES = 30
 PART_TRIES = 12
 
@@ -654,24 +655,32 @@ def write_meta(root, args, summary):
 # ----------------------------------------------------------------------------
 
 def generate_demo_voc(out_dir, n_images=40, seed=0, with_aug=False, min_side=96, max_side=192,
-                      max_classes=len(VOC_CLASSES)):
+                      max_classes=len(VOC_CLASSES), n_aug=None, extra_val=0):
     """Generate (or reuse) a synthetic VOC 2012-layout dataset in ``out_dir``.
 
     Returns a dict with ``ids`` (all listed ids, sorted), ``train``, ``val``,
-    ``aug_only`` (SBD-only ids, only with ``with_aug``), ``labels``
+    ``aug_only`` (SBD-only ids, only with ``with_aug``: ``n_aug`` of them, by
+    default an eighth of ``n_images`` and at least 2), ``labels``
     ({id: sorted 0-based class ids}, for every generated image) and ``root``.
     If ``out_dir`` already holds a complete dataset made with the same
     arguments, nothing is written and the stored summary is returned.
     ``max_classes`` caps the number of classes drawn (fewer classes give more
-    examples per class, so a short training run learns them).
+    examples per class, so a short training run learns them). ``extra_val``
+    adds val images beyond the third of ``n_images``, drawn from a random
+    stream of their own: the other images do not change with their number.
     """
     if n_images < 3:
         raise ValueError("n_images must be at least 3 (two train images and one val image)")
     if not 48 <= min_side <= max_side:
         raise ValueError("need 48 <= min_side <= max_side")
+    if n_aug is None:
+        n_aug = max(2, n_images // 8) if with_aug else 0
+    if n_aug and not with_aug:
+        raise ValueError("n_aug SBD-only images need with_aug=True")
     root = str(out_dir)
     args = {"n_images": int(n_images), "seed": int(seed), "with_aug": bool(with_aug),
-            "min_side": int(min_side), "max_side": int(max_side), "max_classes": int(max_classes)}
+            "min_side": int(min_side), "max_side": int(max_side), "max_classes": int(max_classes),
+            "n_aug": int(n_aug), "extra_val": int(extra_val)}
     summary = existing_summary(root, args)
     if summary is not None:
         return summary
@@ -692,12 +701,21 @@ def generate_demo_voc(out_dir, n_images=40, seed=0, with_aug=False, min_side=96,
         labels[image_id], scenes[image_id] = write_image_files(
             rng, root, image_id, plan[image_id], sides, True, with_aug)
     aug_only = []
-    if with_aug:
-        aug_only = sample_ids(rng, max(2, n_images // 8), taken=ids)
+    if n_aug:
+        aug_only = sample_ids(rng, n_aug, taken=ids)
         for image_id in aug_only:
             classes = sample_image_classes(rng, subset)
             labels[image_id], scenes[image_id] = write_image_files(rng, root, image_id, classes,
                                                                    sides, False, True)
+    if extra_val:
+        val_rng = np.random.default_rng([seed, EXTRA_VAL_STREAM])
+        more_val = sample_ids(val_rng, extra_val, taken=ids + aug_only)
+        for image_id in more_val:
+            classes = sample_image_classes(val_rng, subset)
+            labels[image_id], scenes[image_id] = write_image_files(val_rng, root, image_id, classes,
+                                                                   sides, True, with_aug)
+        val = sorted(val + more_val)
+        ids = sorted(ids + more_val)
 
     list_dir = os.path.join(root, "ImageSets", "Segmentation")
     write_id_list(os.path.join(list_dir, "train.txt"), train)
@@ -732,10 +750,15 @@ def main(argv=None):
                         help="number of classes drawn")
     parser.add_argument("--with_aug", action="store_true",
                         help="also write SegmentationClassAug and a few SBD-only images")
+    parser.add_argument("--extra_val", type=int, default=0,
+                        help="val images beyond a third of --n (their own random stream)")
+    parser.add_argument("--n_aug", type=int, default=None,
+                        help="number of SBD-only images with --with_aug (default: n / 8, at least 2)")
     options = parser.parse_args(argv)
     start = time.time()
     summary = generate_demo_voc(options.out, n_images=options.n, seed=options.seed, with_aug=options.with_aug,
-                                max_classes=options.max_classes)
+                                max_classes=options.max_classes, n_aug=options.n_aug,
+                                extra_val=options.extra_val)
     print("demo VOC dataset at %s (%.2fs)" % (summary["root"], time.time() - start))
     print("  images: %d (train %d, val %d, SBD-only %d)" % (
         len(summary["ids"]), len(summary["train"]), len(summary["val"]), len(summary["aug_only"])))
