@@ -52,7 +52,8 @@ N_PANELS = 4
 BASELINE_CAMS = 'cams_baseline'
 
 
-def demo_arguments(opts, voc_root, files, stages, cams, tag='', amp=False, lists=('train', 'trainval')):
+def demo_arguments(opts, voc_root, files, stages, cams, tag='', amp=False,
+                   lists=('train', 'trainval')):
     """run_sample arguments of the demo's stages: small crops and batches for a CPU;
     ``tag`` names the QA-CLIMS weights and text features of another CLIP, ``amp`` turns on
     mixed precision (``--amp``), ``lists`` are the train and infer lists (:func:`demo_lists`)."""

@@ -237,6 +237,21 @@ def test_n_aug_sets_the_number_of_sbd_only_images_and_keeps_the_listed_ones(tmp_
         generate_demo_voc(str(tmp_path / "bad"), n_images=12, seed=3, n_aug=2)
 
 
+def test_extra_val_images_join_val_and_leave_the_other_images_unchanged(tmp_path, demo_aug):
+    more = generate_demo_voc(str(tmp_path / "val"), n_images=12, seed=3, with_aug=True, extra_val=5)
+    added = sorted(set(more["val"]) - set(demo_aug["val"]))
+    assert len(added) == 5 and set(demo_aug["val"]) <= set(more["val"])
+    assert more["train"] == demo_aug["train"] and more["aug_only"] == demo_aug["aug_only"]
+    assert sorted(more["ids"]) == sorted(demo_aug["ids"] + added)
+    assert read_list(more["root"], "val") == more["val"]
+    for image_id in added:
+        mask = load_mask(more["root"], image_id)
+        assert set(xml_object_names(more["root"], image_id)) == mask_class_names(mask)
+    paths = [p for p in deterministic_files(demo_aug) if not p.startswith(LIST_DIR)]
+    assert file_bytes(more["root"], paths) == file_bytes(demo_aug["root"], paths)
+    assert read_list(more["root"], "train") == read_list(demo_aug["root"], "train")
+
+
 def test_skips_when_already_generated(tmp_path):
     root = str(tmp_path / "voc")
     first = generate_demo_voc(root, n_images=6, seed=1)
