@@ -13,7 +13,9 @@
    ``--random_clip_ablation`` also runs QA-CLIMS with the same network
    untrained, from the same baseline);
 4. baseline CAMs, QA-CLIMS CAMs, IRNet pseudo masks, the segmentation network,
-   each evaluated (CAMs and pseudo masks on train, the segmentation on val).
+   each evaluated (CAMs and pseudo masks on train, the segmentation on val);
+   the CAM networks learn from train, IRNet and DeepLab from train_aug (train
+   and ``--n_aug`` images with image-level labels only, :func:`demo_lists`).
 
 Writes ``<out>/results.json`` (every row's mIoU and per-class IoU, the seed,
 the time of each stage) and ``<out>/report.html`` (tables, stage times and
