@@ -16,9 +16,10 @@ from pipeline.report import comparison_table, iou_table
 from tools.demo_report import COLUMNS, TILE_MIN
 
 N_AUG, EXTRA_VAL = 3, 2
-TINY = ['--n_images', '12', '--n_aug', str(N_AUG), '--extra_val', str(EXTRA_VAL), '--epochs', '1', '--crop', '96', '--clims_epochs', '1',
-        '--irn_epochs', '1', '--seg_iters', '2', '--seg_crop', '64', '--pretrain_scenes', '10',
-        '--pretrain_steps', '2', '--clip_scenes', '10', '--clip_steps', '2', '--device', 'cpu']
+TINY = ['--n_images', '12', '--n_aug', str(N_AUG), '--extra_val', str(EXTRA_VAL),
+        '--epochs', '1', '--crop', '96', '--clims_epochs', '1', '--irn_epochs', '1',
+        '--seg_iters', '2', '--seg_crop', '64', '--pretrain_scenes', '10', '--pretrain_steps', '2',
+        '--clip_scenes', '10', '--clip_steps', '2', '--device', 'cpu']
 
 
 @pytest.fixture(scope='module')

@@ -235,6 +235,8 @@ def test_n_aug_sets_the_number_of_sbd_only_images_and_keeps_the_listed_ones(tmp_
         assert set(more["aug_only"]) <= set(json.load(f))
     with pytest.raises(ValueError, match="with_aug"):
         generate_demo_voc(str(tmp_path / "bad"), n_images=12, seed=3, n_aug=2)
+    with pytest.raises(ValueError, match="negative"):
+        generate_demo_voc(str(tmp_path / "bad"), n_images=12, seed=3, extra_val=-1)
 
 
 def test_extra_val_images_join_val_and_leave_the_other_images_unchanged(tmp_path, demo_aug):

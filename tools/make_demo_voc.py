@@ -675,6 +675,8 @@ def generate_demo_voc(out_dir, n_images=40, seed=0, with_aug=False, min_side=96,
         raise ValueError("need 48 <= min_side <= max_side")
     if n_aug is None:
         n_aug = max(2, n_images // 8) if with_aug else 0
+    if n_aug < 0 or extra_val < 0:
+        raise ValueError("n_aug and extra_val count images: they cannot be negative")
     if n_aug and not with_aug:
         raise ValueError("n_aug SBD-only images need with_aug=True")
     root = str(out_dir)
