@@ -42,7 +42,7 @@ from pipeline.stage import build_source
 from run_sample import build_parser, run_stages
 from tools.demo_report import write_panels, write_report
 from tools.gen_text_feats_cache import main as gen_text_feats_cache
-from tools.make_demo_voc import generate_demo_voc
+from tools.make_demo_voc import generate_demo_voc, write_id_list
 from tools.pretrain_backbone import pretrain_backbone
 from tools.train_tiny_clip import accuracy_summary, tiny_clip_settings, train_tiny_clip
 
@@ -108,20 +108,15 @@ def demo_lists(opts, data):
     ``<out>/work_space/infer_*.txt``; the other val images are for DeepLab's evaluation only.
     """
     shown = data['val'][:N_PANELS]
-    baseline = write_list(opts, 'infer_cam.txt', data['train'] + shown)
-    if not data['aug_only']:
-        return {'baseline': ('train', baseline), 'qa_clims': ('train', baseline),
-                'irnet': ('train', baseline)}
-    pseudo = write_list(opts, 'infer_pseudo_mask.txt', data['train'] + data['aug_only'] + shown)
-    return {'baseline': ('train', baseline), 'qa_clims': ('train', pseudo),
-            'irnet': ('train_aug', pseudo)}
-
-
-def write_list(opts, name, ids):
-    path = os.path.join(opts.out, 'work_space', name)
-    with atomic_write(path, 'w') as f:
-        f.write(''.join(i + '\n' for i in sorted(ids)))
-    return path
+    aug = data['aug_only']
+    cam_list = os.path.join(opts.out, 'work_space', 'infer_cam.txt')
+    write_id_list(cam_list, data['train'] + shown)
+    pseudo_list = cam_list
+    if aug:
+        pseudo_list = os.path.join(opts.out, 'work_space', 'infer_pseudo_mask.txt')
+        write_id_list(pseudo_list, data['train'] + aug + shown)
+    return {'baseline': ('train', cam_list), 'qa_clims': ('train', pseudo_list),
+            'irnet': ('train_aug' if aug else 'train', pseudo_list)}
 
 
 def text_feature_caches(args):
