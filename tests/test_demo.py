@@ -218,3 +218,27 @@ def test_demo_imports_only_what_requirements_demo_installs():
             'print("imported")' % (absent, stages))
     run = subprocess.run([sys.executable, '-c', code], cwd=repo, capture_output=True, text=True)
     assert run.returncode == 0 and run.stdout.strip() == 'imported', run.stderr
+
+
+def test_rw_bound_marks_label_changes_and_void_as_boundary():
+    import numpy as np
+    from bench.bench_rw_bound import ground_truth_boundary
+    mask = np.zeros((12, 12), np.uint8)
+    mask[:4, :4] = 1
+    mask[8:, 8:] = 255
+    edge = ground_truth_boundary(mask, (3, 3))
+    assert edge.shape == (1, 3, 3)
+    assert edge[0].tolist() == [[1, 1, 0], [1, 0, 1], [0, 1, 1]]
+
+
+def test_rw_bound_with_the_run_s_irnet_reproduces_its_pseudo_masks(demo):
+    import argparse
+    from bench.bench_rw_bound import bound_table
+    out, _ = demo
+    ws = out / 'work_space'
+    run_args = argparse.Namespace(**json.loads((ws / 'run_args.json').read_text()))
+    confusions = bound_table(run_args, [run_args.exp_times], [run_args.sem_seg_bg_thres])
+    scored = json.loads((ws / 'eval_sem_seg.json').read_text())['confusion']
+    key = (run_args.exp_times, run_args.sem_seg_bg_thres)
+    assert confusions[('IRNet',) + key].tolist() == scored
+    assert set(confusions) == {('IRNet',) + key, ('ground truth',) + key}
