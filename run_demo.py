@@ -263,7 +263,7 @@ def demo_parser():
     p.add_argument('--crop', type=int, default=128)
     p.add_argument('--epochs', type=int, default=20)
     p.add_argument('--lr', type=float, default=0.1)
-    p.add_argument('--clims_epochs', type=int, default=30)
+    p.add_argument('--clims_epochs', type=int, default=45)
     p.add_argument('--clims_lr', type=float, default=3e-3,
                    help='backbone lr of QA-CLIMS (the recipe: 3.5e-4; the classifier at 10x). '
                         'At 1e-2 a present class was lost on half the runs (README: the demo)')
