@@ -29,6 +29,7 @@ from PIL import Image
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from data.registry import DATASETS  # noqa: E402
+from misc.io import atomic_write  # noqa: E402
 from tools.make_demo_vqa import colour_name, write_demo_vqa  # noqa: E402
 from voc12.devkit import XML_CLASS_NAMES as VOC_CLASSES  # noqa: E402
 
@@ -487,10 +488,8 @@ def annotation_xml(rng, image_id, label, objects):
 
 def write_bytes_atomic(path, data):
     """Write ``data`` to ``path`` through a temporary file and a rename."""
-    tmp_path = path + ".tmp"
-    with open(tmp_path, "wb") as handle:
+    with atomic_write(path) as handle:
         handle.write(data)
-    os.replace(tmp_path, path)
 
 
 def encode_image(image, fmt, **options):

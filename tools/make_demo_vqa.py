@@ -16,6 +16,7 @@ import os
 import numpy as np
 
 from data.registry import DATASETS
+from misc.io import atomic_write
 from vqa.results import BG_QUESTIONS, FG_QUESTIONS
 
 VOC_CLASS_NAMES = DATASETS['voc12'].class_names
@@ -73,9 +74,7 @@ def write_demo_vqa(root, scenes):
     paths = []
     for name, data in (('vqa_fg.json', fg_all), ('vqa_bg.json', bg_all)):
         path = os.path.join(root, name)
-        tmp = path + '.tmp'
-        with open(tmp, 'w') as f:
+        with atomic_write(path, 'w') as f:
             json.dump(data, f, indent=1, sort_keys=True)
-        os.replace(tmp, path)
         paths.append(path)
     return paths
