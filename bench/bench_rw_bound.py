@@ -6,12 +6,12 @@ For the images make_sem_seg's pseudo masks are scored on (``--chainer_eval_set``
 of the run), it makes the pseudo masks of docs/method.md#random-walk twice
 for every ``--exp_times`` and background threshold: with the boundary map of
 the run's IRNet, and with the ground truth's object boundaries in its place
-(1 on every stride-4 cell whose label differs from a 4-neighbour's or is
-void, 0 elsewhere: a boundary network that could not be better). It prints
-the mIoU and background IoU of each, next to the run's CAM mIoU
-(``eval_cam.json``): if even the ground-truth boundaries add little, what the
-pseudo masks lack is in the CAMs, not in IRNet. Reads the run's
-``run_args.json`` for its dataset, CAMs and IRNet weights; writes nothing.
+(:func:`ground_truth_boundary`: what a boundary network that made no mistake
+would give). It prints the mIoU and background IoU of each, next to the
+run's CAM mIoU (``eval_cam.json``): if even the ground-truth boundaries add
+little, what the pseudo masks lack is in the CAMs, not in IRNet. Reads the
+run's ``run_args.json`` for its dataset, CAMs and IRNet weights; writes
+nothing.
 """
 import argparse
 import json
@@ -24,31 +24,44 @@ from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from coco14 import protocol  # noqa: E402
 from data.loaders import MultiScaleDataset  # noqa: E402
 from net.checkpoint import load_weights  # noqa: E402
 from net.registry import cam_network  # noqa: E402
 from net.resnet50_irn import edge_map  # noqa: E402
 from pipeline.paths import in_work_space  # noqa: E402
-from pipeline.stage import build_source, cam_files_of  # noqa: E402
+from pipeline.stage import build_source, cam_files_of, ids_to_score  # noqa: E402
 from step.make_sem_seg_labels import pseudo_label  # noqa: E402
 from wsss.metrics import IGNORE_INDEX, confusion_matrix, iou_from_confusion, mean_iou  # noqa: E402
 
 
 def ground_truth_boundary(mask, shape, stride=4):
-    """float [1, h, w]: 1 where the stride-sampled mask changes label or is void."""
+    """float [1, h, w]: the ground truth's object boundaries on IRNet's stride-4 grid.
+
+    The random walk zeroes the CAMs on boundary cells and cuts every path
+    through them (docs/method.md#random-walk), so a boundary drawn on both
+    sides of a label change would erode each object by a cell. Here it lies
+    on one side only: a cell is marked where it is void, or where a
+    4-neighbour has a larger label (background is 0, so the background side
+    of every object's outline; between two objects, the smaller class's side).
+    """
     cells = torch.from_numpy(mask[::stride, ::stride].astype(np.int64))[:shape[0], :shape[1]]
-    edge = cells == IGNORE_INDEX
-    edge[:, 1:] |= cells[:, 1:] != cells[:, :-1]
-    edge[:, :-1] |= cells[:, 1:] != cells[:, :-1]
-    edge[1:, :] |= cells[1:, :] != cells[:-1, :]
-    edge[:-1, :] |= cells[1:, :] != cells[:-1, :]
+    void = cells == IGNORE_INDEX
+    edge = void.clone()
+    for first, second in (((slice(None), slice(None, -1)), (slice(None), slice(1, None))),
+                          ((slice(None, -1), slice(None)), (slice(1, None), slice(None)))):
+        known = ~void[first] & ~void[second]
+        edge[first] |= known & (cells[first] < cells[second])
+        edge[second] |= known & (cells[second] < cells[first])
     return edge.float()[None]
 
 
 def bound_table(run_args, exp_times, bg_thresholds):
     """{(edge source, exp_times, bg): confusion matrix} over the run's scored images."""
     source = build_source(run_args)
-    ids = source.ids(run_args.chainer_eval_set)
+    reference = protocol.reference_protocol(run_args.dataset, run_args.coco_protocol)
+    listed = protocol.cam_image_ids(source.ids(run_args.chainer_eval_set), reference)
+    ids = ids_to_score(source, listed, run_args.chainer_eval_set, 'bench_rw_bound')
     cam_files = cam_files_of(run_args)
     weights = in_work_space(run_args.work_space, run_args.irn_weights_name)
     model = load_weights(cam_network(run_args.cam_network).irnet(), weights).eval()
@@ -88,8 +101,11 @@ def main(argv=None):
                              [float(s) for s in a.bg.split(',')])
     with open(os.path.join(a.work_space, 'eval_cam.json')) as f:
         cam = json.load(f)
-    print('CAMs (eval_cam.json): mIoU %.1f at threshold %.2f, %.1f at its best %.2f' % (
-        100 * cam['miou'], cam['threshold'], 100 * cam['best']['miou'], cam['best']['threshold']))
+    line = 'CAMs (eval_cam.json): mIoU %.1f at threshold %.2f' % (100 * cam['miou'],
+                                                                  cam['threshold'])
+    if 'best' in cam:
+        line += ', %.1f at its best %.2f' % (100 * cam['best']['miou'], cam['best']['threshold'])
+    print(line)
     print('| boundary | exp_times | background threshold | mIoU | background IoU |')
     print('|---|---|---|---|---|')
     for (name, steps, bg), conf in confusions.items():

@@ -220,15 +220,17 @@ def test_demo_imports_only_what_requirements_demo_installs():
     assert run.returncode == 0 and run.stdout.strip() == 'imported', run.stderr
 
 
-def test_rw_bound_marks_label_changes_and_void_as_boundary():
+def test_rw_bound_draws_ground_truth_boundaries_on_the_smaller_label_s_side_and_on_void():
     import numpy as np
     from bench.bench_rw_bound import ground_truth_boundary
-    mask = np.zeros((12, 12), np.uint8)
-    mask[:4, :4] = 1
-    mask[8:, 8:] = 255
-    edge = ground_truth_boundary(mask, (3, 3))
-    assert edge.shape == (1, 3, 3)
-    assert edge[0].tolist() == [[1, 1, 0], [1, 0, 1], [0, 1, 1]]
+    mask = np.array([[0, 2, 2, 1, 1],
+                     [0, 2, 2, 1, 1],
+                     [255, 0, 0, 0, 0]], np.uint8)
+    edge = ground_truth_boundary(mask, (3, 4), stride=1)
+    assert edge.shape == (1, 3, 4)
+    assert edge[0].tolist() == [[1, 0, 0, 1], [1, 0, 0, 1], [1, 1, 1, 1]]
+    strided = np.kron(mask, np.ones((4, 4), np.uint8))
+    assert torch.equal(ground_truth_boundary(strided, (3, 5)), ground_truth_boundary(mask, (3, 5), 1))
 
 
 def test_rw_bound_with_the_run_s_irnet_reproduces_its_pseudo_masks(demo):
@@ -241,4 +243,5 @@ def test_rw_bound_with_the_run_s_irnet_reproduces_its_pseudo_masks(demo):
     scored = json.loads((ws / 'eval_sem_seg.json').read_text())['confusion']
     key = (run_args.exp_times, run_args.sem_seg_bg_thres)
     assert confusions[('IRNet',) + key].tolist() == scored
+    assert confusions[('ground truth',) + key].tolist() != scored
     assert set(confusions) == {('IRNet',) + key, ('ground truth',) + key}
