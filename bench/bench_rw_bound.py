@@ -24,14 +24,14 @@ from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from coco14 import protocol  # noqa: E402
 from data.loaders import MultiScaleDataset  # noqa: E402
 from net.checkpoint import load_weights  # noqa: E402
 from net.registry import cam_network  # noqa: E402
 from net.resnet50_irn import edge_map  # noqa: E402
 from pipeline.paths import in_work_space  # noqa: E402
-from pipeline.stage import build_source, cam_files_of, ids_to_score  # noqa: E402
-from step.make_sem_seg_labels import pseudo_label  # noqa: E402
+from pipeline.stage import build_source, cam_files_of  # noqa: E402
+from step.eval_sem_seg import scored_image_ids  # noqa: E402
+from step.make_sem_seg_labels import pseudo_labels  # noqa: E402
 from wsss.metrics import IGNORE_INDEX, confusion_matrix, iou_from_confusion, mean_iou  # noqa: E402
 
 
@@ -59,9 +59,7 @@ def ground_truth_boundary(mask, shape, stride=4):
 def bound_table(run_args, exp_times, bg_thresholds):
     """{(edge source, exp_times, bg): confusion matrix} over the run's scored images."""
     source = build_source(run_args)
-    reference = protocol.reference_protocol(run_args.dataset, run_args.coco_protocol)
-    listed = protocol.cam_image_ids(source.ids(run_args.chainer_eval_set), reference)
-    ids = ids_to_score(source, listed, run_args.chainer_eval_set, 'bench_rw_bound')
+    ids = scored_image_ids(run_args, source)
     cam_files = cam_files_of(run_args)
     weights = in_work_space(run_args.work_space, run_args.irn_weights_name)
     model = load_weights(cam_network(run_args.cam_network).irnet(), weights).eval()
@@ -74,13 +72,12 @@ def bound_table(run_args, exp_times, bg_thresholds):
             edges = {'IRNet': edge_map(model, pack['img'][0])}
             edges['ground truth'] = ground_truth_boundary(gt, edges['IRNet'].shape[1:])
             cams = cam_files.load(image_id, required=('keys', 'cam'))
+            cam = torch.from_numpy(cams['cam'])
             for name, edge in edges.items():
                 for steps in exp_times:
-                    for bg in bg_thresholds:
-                        args = argparse.Namespace(beta=run_args.beta, exp_times=steps,
-                                                  sem_seg_bg_thres=bg)
-                        label = pseudo_label(torch.from_numpy(cams['cam']), cams['keys'], edge,
-                                             gt.shape, args)
+                    labels = pseudo_labels(cam, cams['keys'], edge, gt.shape, run_args.beta,
+                                           steps, bg_thresholds)
+                    for bg, label in zip(bg_thresholds, labels):
                         key = (name, steps, bg)
                         confusions[key] = confusions.get(key, 0) + confusion_matrix(
                             label, gt, n_class)

@@ -36,12 +36,18 @@ def read_prediction(path, shape):
     return pred
 
 
+def scored_image_ids(args, source):
+    """The images whose pseudo masks are scored: those of ``--chainer_eval_set``
+    make_sem_seg makes (the reference protocol on COCO) that have a mask."""
+    reference = protocol.reference_protocol(args.dataset, args.coco_protocol)
+    listed = protocol.cam_image_ids(source.ids(args.chainer_eval_set), reference)
+    return ids_to_score(source, listed, args.chainer_eval_set, 'eval_sem_seg')
+
+
 def run(args):
     log = get_logger()
     source = build_source(args)
-    reference = protocol.reference_protocol(args.dataset, args.coco_protocol)
-    listed = protocol.cam_image_ids(source.ids(args.chainer_eval_set), reference)
-    ids = ids_to_score(source, listed, args.chainer_eval_set, 'eval_sem_seg')
+    ids = scored_image_ids(args, source)
     if not ids:
         return None
     pred_dir = in_work_space(args.work_space, args.sem_seg_out_dir)

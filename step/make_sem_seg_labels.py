@@ -41,13 +41,24 @@ def random_walk_scores(cams, edge, size, beta, exp_times, bg_thres):
     return F.pad(rw_up, (0, 0, 0, 0, 1, 0), value=bg_thres)
 
 
+def pseudo_labels(cams, keys, edge, size, beta, exp_times, bg_thresholds):
+    """[uint8 [H, W] class ids (0 background)] of one image, one per background
+    threshold: the walk does not depend on it, so it runs once."""
+    if len(keys) == 0:
+        return [np.zeros(size, np.uint8) for _ in bg_thresholds]
+    scores = random_walk_scores(cams, edge, size, beta, exp_times, bg_thresholds[0])
+    lookup = np.pad(keys + 1, (1, 0), mode='constant')
+    labels = []
+    for bg_thres in bg_thresholds:
+        scores[0] = bg_thres
+        labels.append(lookup[torch.argmax(scores, dim=0).numpy()].astype(np.uint8))
+    return labels
+
+
 def pseudo_label(cams, keys, edge, size, args):
     """uint8 [H, W] class ids (0 background) of one image."""
-    if len(keys) == 0:
-        return np.zeros(size, np.uint8)
-    scores = random_walk_scores(cams, edge, size, args.beta, args.exp_times, args.sem_seg_bg_thres)
-    lookup = np.pad(keys + 1, (1, 0), mode='constant')
-    return lookup[torch.argmax(scores, dim=0).numpy()].astype(np.uint8)
+    return pseudo_labels(cams, keys, edge, size, args.beta, args.exp_times,
+                         [args.sem_seg_bg_thres])[0]
 
 
 def run(args):

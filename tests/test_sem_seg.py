@@ -1,4 +1,5 @@
 """Random walk (sparse) and make_sem_seg against the reference fixtures."""
+import argparse
 import json
 import os
 import re
@@ -13,7 +14,7 @@ from PIL import Image
 
 from conftest import REF, REPO, VOC_MINI, has_file_ending, kill_when, run_sample_cmd
 import run_sample
-from step.make_sem_seg_labels import random_walk_scores
+from step.make_sem_seg_labels import pseudo_label, pseudo_labels, random_walk_scores
 from voc12.devkit import VOC12
 from wsss.path_index import PathIndex, affinity_labels
 from wsss.random_walk import padded_path_affinity, propagate_to_edge, sparse_affinity, \
@@ -120,6 +121,22 @@ def test_random_walk_scores_match_reference(image_id):
     scores = random_walk_scores(torch.from_numpy(ref['cam']), torch.from_numpy(ref['edge']),
                                 size, BETA, EXP_TIMES, BG_THRES)
     np.testing.assert_allclose(scores[1:].numpy(), ref['rw_up'], atol=2e-4, rtol=0)
+
+
+def test_pseudo_labels_at_several_background_thresholds_equal_one_walk_each():
+    image_id = stems(REF / 'rw', '.npz')[0]
+    ref = np.load(REF / 'rw' / (image_id + '.npz'))
+    cams, edge = torch.from_numpy(ref['cam']), torch.from_numpy(ref['edge'])
+    keys = np.arange(len(cams))
+    size = ref['rw_up'].shape[1:]
+    thresholds = [0.05, BG_THRES, 0.6]
+    labels = pseudo_labels(cams, keys, edge, size, BETA, 2, thresholds)
+    for bg_thres, label in zip(thresholds, labels):
+        args = argparse.Namespace(beta=BETA, exp_times=2, sem_seg_bg_thres=bg_thres)
+        np.testing.assert_array_equal(label, pseudo_label(cams, keys, edge, size, args))
+    assert len({label.tobytes() for label in labels}) == len(thresholds)
+    empty = pseudo_labels(cams[:0], keys[:0], edge, size, BETA, 2, thresholds)
+    assert [label.tolist() for label in empty] == [np.zeros(size, np.uint8).tolist()] * 3
 
 
 def sem_seg_args(work_space, weights, *extra):
