@@ -132,11 +132,14 @@ def test_pseudo_labels_at_several_background_thresholds_equal_one_walk_each():
     thresholds = [0.05, BG_THRES, 0.6]
     labels = pseudo_labels(cams, keys, edge, size, BETA, 2, thresholds)
     for bg_thres, label in zip(thresholds, labels):
+        walk = random_walk_scores(cams, edge, size, BETA, 2, bg_thres)
+        np.testing.assert_array_equal(label, torch.argmax(walk, dim=0).numpy().astype(np.uint8))
         args = argparse.Namespace(beta=BETA, exp_times=2, sem_seg_bg_thres=bg_thres)
         np.testing.assert_array_equal(label, pseudo_label(cams, keys, edge, size, args))
     assert len({label.tobytes() for label in labels}) == len(thresholds)
     empty = pseudo_labels(cams[:0], keys[:0], edge, size, BETA, 2, thresholds)
-    assert [label.tolist() for label in empty] == [np.zeros(size, np.uint8).tolist()] * 3
+    assert [label.tolist() for label in empty] == [np.zeros(size, np.uint8).tolist()] * len(
+        thresholds)
 
 
 def sem_seg_args(work_space, weights, *extra):
