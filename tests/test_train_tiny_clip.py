@@ -15,7 +15,7 @@ CLASSES = 'aeroplane,car,person'
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory):
     path = str(tmp_path_factory.mktemp('clip') / 'tiny_clip.safetensors')
-    return train_tiny_clip(path, class_ids_of(CLASSES), seed=0, scenes=40, steps=60,
+    return train_tiny_clip(path, class_ids_of(CLASSES), seed=0, scenes=40, steps=90,
                            batch_size=48, held_out_scenes=15)
 
 

@@ -52,15 +52,18 @@ MAX_OBJECTS = 3
 JPEG_QUALITY = 95
 POSES = ("Unspecified", "Frontal", "Left", "Right", "Rear")
 META_NAME = "demo_meta.json"
-META_VERSION = 3
+META_VERSION = 4
 EXTRA_VAL_STREAM = 1  # the random stream of the images of extra_val
 PLACEMENT_TRIES = 30
 PART_TRIES = 12
 
 #: The world: each class co-occurs with its own background region (as boats
-#: with water), drawn around the object with this probability; each object
-#: carries a small, saturated part (radius a fraction of the object's) that
-#: is its most discriminative cue.
+#: with water), drawn around the object with this probability; with
+#: ``STRAY_PROBABILITY`` an image also shows the home region of a class of the
+#: world it does not contain (as water in a photo of a dog), so a region says
+#: much about its class but not everything; each object carries a small,
+#: saturated part (radius a fraction of the object's) that is its most
+#: discriminative cue.
 REGION_KINDS = ("water", "railway", "grass", "sand", "snow",
                 "road", "sky", "brick wall", "carpet", "leaves")
 REGION_COLOURS = {"water": (40, 90, 170), "railway": (115, 85, 60), "grass": (60, 140, 50),
@@ -68,6 +71,8 @@ REGION_COLOURS = {"water": (40, 90, 170), "railway": (115, 85, 60), "grass": (60
                   "sky": (140, 190, 240), "brick wall": (150, 70, 50), "carpet": (120, 60, 115),
                   "leaves": (105, 125, 30)}
 HOME_PROBABILITY = 0.9
+STRAY_PROBABILITY = 0.8
+STRAY_RADIUS = (0.12, 0.25)  # of the image's shorter side
 REGION_SCALE = (2.0, 1.3)
 PART_RADIUS = 0.22
 LAYOUT_TRIES = 20
@@ -272,6 +277,21 @@ def region_pattern(kind, height, width):
     return np.sign(np.sin(2 * np.pi * xs / 10.0) * np.sin(2 * np.pi * ys / 10.0))
 
 
+def stray_region(rng, objects, world_classes, height, width):
+    """``(kind, mask)`` of a region whose class is absent from the image: with probability
+    ``STRAY_PROBABILITY``, the home region of a class of ``world_classes`` that no object
+    of the image has, as an ellipse at a random place; None otherwise or when every home
+    region of the world is present."""
+    present = {home_region(obj["cls"]) for obj in objects}
+    kinds = sorted({home_region(c) for c in world_classes} - present)
+    if not kinds or rng.random() >= STRAY_PROBABILITY:
+        return None
+    kind = kinds[int(rng.integers(len(kinds)))]
+    place = {"cx": rng.uniform(0, width), "cy": rng.uniform(0, height), "aspect": 1.0,
+             "radius": rng.uniform(*STRAY_RADIUS) * min(height, width)}
+    return kind, region_mask(height, width, place)
+
+
 def paint_region(rng, canvas, kind, mask):
     """Paint a background region of ``kind`` (its colour and texture) where ``mask``."""
     height, width = canvas.shape[:2]
@@ -326,9 +346,10 @@ def paint_object(rng, canvas, obj):
     return part
 
 
-def render_scene(rng, objects, width, height):
-    """Paint a scene: background, each object's home region (with probability
-    ``HOME_PROBABILITY``), then the objects with their parts.
+def render_scene(rng, objects, width, height, world_classes=()):
+    """Paint a scene: background, a stray region (:func:`stray_region`, the home region
+    of a class of ``world_classes`` that the image does not contain), each object's
+    home region (with probability ``HOME_PROBABILITY``), then the objects with their parts.
 
     Returns ``(rgb uint8, regions, parts)``: ``regions`` maps each drawn region
     kind to its boolean mask (objects painted over it excluded), ``parts`` the
@@ -336,12 +357,20 @@ def render_scene(rng, objects, width, height):
     """
     canvas = paint_background(rng, width, height)
     regions = {}
+    stray = stray_region(rng, objects, world_classes, height, width)
+    if stray is not None:
+        paint_region(rng, canvas, *stray)
     for obj in objects:
         if rng.random() < HOME_PROBABILITY:
             kind = home_region(obj["cls"])
             mask = region_mask(height, width, obj)
             paint_region(rng, canvas, kind, mask)
             regions[kind] = regions.get(kind, np.zeros_like(mask)) | mask
+    if stray is not None:
+        kind, mask = stray
+        for home in regions.values():
+            mask = mask & ~home
+        regions[kind] = mask
     parts = [paint_object(rng, canvas, obj) for obj in objects]
     covered = np.zeros((height, width), bool)
     for obj in objects:
@@ -350,9 +379,9 @@ def render_scene(rng, objects, width, height):
     return np.clip(canvas, 0, 255).astype(np.uint8), regions, parts
 
 
-def render_image(rng, objects, width, height):
+def render_image(rng, objects, width, height, world_classes=()):
     """The painted scene of :func:`render_scene` as a uint8 RGB array."""
-    return render_scene(rng, objects, width, height)[0]
+    return render_scene(rng, objects, width, height, world_classes)[0]
 
 
 # ----------------------------------------------------------------------------
@@ -512,8 +541,9 @@ def grayscale_png(mask):
     return encode_image(Image.fromarray(np.ascontiguousarray(mask), "L"), "PNG")
 
 
-def generate_image(rng, classes, min_side, max_side):
-    """Lay out and paint one image.
+def generate_image(rng, classes, min_side, max_side, world_classes=()):
+    """Lay out and paint one image (``world_classes``: those of the dataset, whose home
+    regions may stray into it).
 
     Returns ``(rgb, mask, objects, label, regions, parts)``: the uint8 RGB
     image, the class-id mask with the void band, the placed objects, the mask
@@ -521,7 +551,7 @@ def generate_image(rng, classes, min_side, max_side):
     """
     width, height = sample_image_size(rng, min_side, max_side)
     objects, label = layout_image(rng, classes, width, height)
-    rgb, regions, parts = render_scene(rng, objects, width, height)
+    rgb, regions, parts = render_scene(rng, objects, width, height, world_classes)
     mask = label.copy()
     mask[void_band(label)] = VOID
     return rgb, mask, objects, label, regions, parts
@@ -532,7 +562,7 @@ def draw_scene(rng, class_ids, sides=(96, 192)):
     pretraining): ``(rgb, label, regions, scene description)`` of 1..3 of ``class_ids``."""
     width, height = sample_image_size(rng, *sides)
     objects, label = layout_image(rng, sample_image_classes(rng, class_ids), width, height)
-    rgb, regions, _ = render_scene(rng, objects, width, height)
+    rgb, regions, _ = render_scene(rng, objects, width, height, class_ids)
     return rgb, label, regions, scene_description(rgb, label, objects, regions)
 
 
@@ -557,15 +587,16 @@ def scene_description(rgb, label, objects, regions):
             "bright": bool(np.mean(background) > 128)}
 
 
-def write_image_files(rng, root, image_id, classes, sides, palette_mask, aug_mask):
-    """Generate one image, write its JPEG, XML and the requested masks.
+def write_image_files(rng, root, image_id, classes, sides, palette_mask, aug_mask, world_classes):
+    """Generate one image (of ``classes``, among the dataset's ``world_classes``), write its
+    JPEG, XML and the requested masks.
 
     ``sides`` is ``(min_side, max_side)``; ``palette_mask`` writes
     ``SegmentationClass/<id>.png`` and ``aug_mask`` writes
     ``SegmentationClassAug/<id>.png``.  Returns the sorted 0-based classes
     and the :func:`scene_description`.
     """
-    rgb, mask, objects, label, regions, _ = generate_image(rng, classes, *sides)
+    rgb, mask, objects, label, regions, _ = generate_image(rng, classes, *sides, world_classes)
     write_bytes_atomic(os.path.join(root, "JPEGImages", image_id + ".jpg"),
                        encode_image(Image.fromarray(rgb, "RGB"), "JPEG", quality=JPEG_QUALITY))
     if palette_mask:
@@ -700,21 +731,21 @@ def generate_demo_voc(out_dir, n_images=40, seed=0, with_aug=False, min_side=96,
     labels, scenes = {}, {}
     for image_id in ids:
         labels[image_id], scenes[image_id] = write_image_files(
-            rng, root, image_id, plan[image_id], sides, True, with_aug)
+            rng, root, image_id, plan[image_id], sides, True, with_aug, subset)
     aug_only = []
     if n_aug:
         aug_only = sample_ids(rng, n_aug, taken=ids)
         for image_id in aug_only:
             classes = sample_image_classes(rng, subset)
             labels[image_id], scenes[image_id] = write_image_files(rng, root, image_id, classes,
-                                                                   sides, False, True)
+                                                                   sides, False, True, subset)
     if extra_val:
         val_rng = np.random.default_rng([seed, EXTRA_VAL_STREAM])
         more_val = sample_ids(val_rng, extra_val, taken=ids + aug_only)
         for image_id in more_val:
             classes = sample_image_classes(val_rng, subset)
             labels[image_id], scenes[image_id] = write_image_files(val_rng, root, image_id, classes,
-                                                                   sides, True, with_aug)
+                                                                   sides, True, with_aug, subset)
         val = sorted(val + more_val)
         ids = sorted(ids + more_val)
 
