@@ -3,7 +3,8 @@
     python run_demo.py [--out demo_out] [--seed 0] [--device auto]
 
 1. a synthetic VOC-layout dataset whose classes co-occur with their own
-   background regions and carry a small discriminative part, with VQA
+   background regions (which also stray into images without them) and carry
+   a small discriminative part, with VQA
    answers naming what was drawn (tools/make_demo_voc.py);
 2. a short ResNet-50 pretraining on other scenes of that world, standing in
    for ImageNet (tools/pretrain_backbone.py), reused by train_cam, IRNet and
