@@ -43,7 +43,7 @@ from pipeline.stage import build_source
 from run_sample import build_parser, run_stages
 from tools.demo_report import write_panels, write_report
 from tools.gen_text_feats_cache import main as gen_text_feats_cache
-from tools.make_demo_voc import generate_demo_voc, write_id_list
+from tools.make_demo_voc import generate_demo_voc, world_settings, write_id_list
 from tools.pretrain_backbone import pretrain_backbone
 from tools.train_tiny_clip import accuracy_summary, tiny_clip_settings, train_tiny_clip
 
@@ -202,12 +202,13 @@ def made_once(path, clock, name, make, *args, settings=None):
 def prepare_models(opts, class_ids, clock):
     """The pretrained backbone and the tiny CLIPs (trained; untrained for the ablation):
     ({'backbone', 'clip', 'random_clip': path}, {'backbone', 'clip', 'random_clip': what
-    their tools report}); files made earlier with the same seed and steps are reused."""
+    their tools report}); files made earlier with the same seed and steps, in the same
+    world (:func:`tools.make_demo_voc.world_settings`), are reused."""
     files = {'backbone': os.path.join(opts.out, 'pretrained_res50_seed%d_steps%d.pth'
                                       % (opts.seed, opts.pretrain_steps))}
     infos = {'backbone': made_once(files['backbone'], clock, 'pretrain_backbone',
                                    pretrain_backbone, opts.seed, opts.pretrain_scenes,
-                                   opts.pretrain_steps)}
+                                   opts.pretrain_steps, settings={'world': world_settings()})}
     kinds = ('clip', 'random_clip') if opts.random_clip_ablation else ('clip',)
     for kind in kinds:
         steps = opts.clip_steps if kind == 'clip' else 0
@@ -215,7 +216,7 @@ def prepare_models(opts, class_ids, clock):
                                    % (opts.seed, steps))
         infos[kind] = made_once(files[kind], clock, 'train_tiny_clip' if steps else 'random_clip',
                                 train_tiny_clip, class_ids, opts.seed, opts.clip_scenes, steps,
-                                settings=tiny_clip_settings())
+                                settings=dict(tiny_clip_settings(), world=world_settings()))
     return files, infos
 
 

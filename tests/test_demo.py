@@ -188,6 +188,27 @@ def test_models_are_made_once_and_redone_when_their_arguments_or_settings_change
     assert calls == [(0, 10), (0, 20), (0, 20), (0, 20)]
 
 
+def test_models_of_another_world_are_made_again(tmp_path, monkeypatch):
+    made = []
+
+    def fake_maker(name):
+        def make(path, *args):
+            made.append(name)
+            with open(path, 'w') as f:
+                f.write(name)
+            return {'path': path}
+        return make
+    monkeypatch.setattr(run_demo, 'pretrain_backbone', fake_maker('backbone'))
+    monkeypatch.setattr(run_demo, 'train_tiny_clip', fake_maker('clip'))
+    opts = run_demo.demo_parser().parse_args(['--out', str(tmp_path)])
+    run_demo.prepare_models(opts, [0, 14], run_demo.StageClock())
+    run_demo.prepare_models(opts, [0, 14], run_demo.StageClock())
+    assert made == ['backbone', 'clip']
+    monkeypatch.setattr('tools.make_demo_voc.STRAY_PROBABILITY', 0.0)
+    run_demo.prepare_models(opts, [0, 14], run_demo.StageClock())
+    assert made == ['backbone', 'clip', 'backbone', 'clip']
+
+
 def requirement_names(path):
     """Package names a requirements file lists (comments, includes and pins left out)."""
     with open(path) as f:

@@ -72,10 +72,18 @@ REGION_COLOURS = {"water": (40, 90, 170), "railway": (115, 85, 60), "grass": (60
                   "leaves": (105, 125, 30)}
 HOME_PROBABILITY = 0.9
 STRAY_PROBABILITY = 0.8
-STRAY_RADIUS = (0.12, 0.25)  # of the image's shorter side
+STRAY_RADIUS = (0.12, 0.25)  # the radius of region_mask's ellipse, of the shorter side
 REGION_SCALE = (2.0, 1.3)
 PART_RADIUS = 0.22
 LAYOUT_TRIES = 20
+
+
+def world_settings():
+    """The constants the world's scenes are drawn with: a model trained on scenes drawn
+    under other ones (the backbone pretraining, the tiny CLIP) is not this world's."""
+    return {"version": META_VERSION, "home_probability": HOME_PROBABILITY,
+            "stray_probability": STRAY_PROBABILITY, "stray_radius": list(STRAY_RADIUS),
+            "region_scale": list(REGION_SCALE), "part_radius": PART_RADIUS}
 
 
 def class_hue(class_id):
