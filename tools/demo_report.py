@@ -143,8 +143,9 @@ def write_report(path, source, results, panels):
 <style>%(style)s</style></head><body>
 <h1>QA-CLIMS demo on a synthetic world (seed %(seed)d)</h1>
 <p>Synthetic images whose classes co-occur with their own background regions (which also
-show up without them) and carry a small discriminative part; a tiny CLIP trained on that world; backbones pretrained on it in place of
-ImageNet. These numbers show the method's mechanism at work, not the paper's VOC numbers.
+show up without them) and carry a small discriminative part; a tiny CLIP trained on that
+world; backbones pretrained on it in place of ImageNet. These numbers show the method's
+mechanism at work, not the paper's VOC numbers.
 %(clip)s</p>
 <h2>Train split (%(n_train)d images): CAMs and pseudo masks</h2>%(train)s
 <p>Pseudo-mask background IoU: %(bg)s%%.</p>

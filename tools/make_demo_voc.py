@@ -387,9 +387,9 @@ def render_scene(rng, objects, width, height, world_classes=()):
     return np.clip(canvas, 0, 255).astype(np.uint8), regions, parts
 
 
-def render_image(rng, objects, width, height, world_classes=()):
+def render_image(rng, objects, width, height):
     """The painted scene of :func:`render_scene` as a uint8 RGB array."""
-    return render_scene(rng, objects, width, height, world_classes)[0]
+    return render_scene(rng, objects, width, height)[0]
 
 
 # ----------------------------------------------------------------------------
