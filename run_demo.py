@@ -55,15 +55,14 @@ N_PANELS = 4
 BASELINE_CAMS = 'cams_baseline'
 
 
-def demo_arguments(opts, voc_root, files, stages, cams, tag='', amp=False,
-                   lists=('train', 'trainval')):
-    """run_sample arguments of the demo's stages: small crops and batches for a CPU;
-    ``tag`` names the QA-CLIMS weights and text features of another CLIP, ``amp`` turns on
-    mixed precision (``--amp``), ``lists`` are the train and infer lists (:func:`demo_lists`)."""
+def demo_arguments(opts, voc_root, files, stages, cams, tag='', lists=('train', 'trainval')):
+    """run_sample arguments of the demo's stages: small crops and batches for a CPU, mixed
+    precision as :func:`demo_amp` says; ``tag`` names the QA-CLIMS weights and text features
+    of another CLIP, ``lists`` are the train and infer lists (:func:`demo_lists`)."""
     ws = os.path.join(opts.out, 'work_space')
     train_list, infer_list = lists
     argv = [
-        '--voc12_root', voc_root, '--work_space', ws, '--amp', str(amp),
+        '--voc12_root', voc_root, '--work_space', ws, '--amp', str(demo_amp(opts)),
         '--device', opts.device, '--num_workers', str(opts.num_workers), '--seed', str(opts.seed),
         '--train_list', train_list, '--val_list', '', '--infer_list', infer_list,
         '--chainer_eval_set', 'train', '--cam_out_dir', cams,
@@ -148,8 +147,8 @@ def demo_results(source, opts, model_info, baseline, qa, sem, seg, times):
             'qa_clims_cam': dict(row(names, qa), best=qa['best']),
             'pseudo_mask': pseudo,
             'segmentation': dict(row(names, seg['plain'] if 'plain' in seg else seg),
-                                 split='val', n_images=seg['n_images'],
-                                 mixed_precision=segmentation_amp(opts)),
+                                 split='val', n_images=seg['n_images']),
+            'mixed_precision': demo_amp(opts),
             'n_train_images': baseline['n_images'],
             'times': times, 'total_seconds': sum(times.values())}
 
@@ -208,7 +207,8 @@ def prepare_models(opts, class_ids, clock):
                                       % (opts.seed, opts.pretrain_steps))}
     infos = {'backbone': made_once(files['backbone'], clock, 'pretrain_backbone',
                                    pretrain_backbone, opts.seed, opts.pretrain_scenes,
-                                   opts.pretrain_steps, settings={'world': world_settings()})}
+                                   opts.pretrain_steps, demo_amp(opts, torch.device('cpu')),
+                                   settings={'world': world_settings()})}
     kinds = ('clip', 'random_clip') if opts.random_clip_ablation else ('clip',)
     for kind in kinds:
         steps = opts.clip_steps if kind == 'clip' else 0
@@ -227,12 +227,15 @@ def qa_clims_with(opts, voc_root, files, lists, clock, name, cams, tag=''):
     return args, clock.run(name, run_stages, args)['eval_cam']
 
 
-def segmentation_amp(opts):
-    """``--seg_amp``: 'auto' is mixed precision where it is faster (CUDA, or a CPU with bf16
-    kernels: 1.8x per DeepLab step on this project's 2-core AVX512-BF16 machine)."""
-    if opts.seg_amp == 'auto':
-        return autocast_is_fast(resolve_device(opts.device))
-    return opts.seg_amp == 'True'
+def demo_amp(opts, device=None):
+    """``--amp``, mixed precision in every network the demo trains (the backbone's
+    pretraining, the CAM networks, IRNet, DeepLab) on ``device`` (default ``--device``; the
+    pretraining runs on the CPU): 'auto' is on where it is faster (CUDA, or a CPU with bf16
+    kernels: on this project's 2-core AVX512-BF16 machine 1.5x per pretraining step, 1.5x
+    per baseline step, 1.9x per QA-CLIMS step and 1.8x per DeepLab step)."""
+    if opts.amp == 'auto':
+        return autocast_is_fast(device or resolve_device(opts.device))
+    return opts.amp == 'True'
 
 
 def save_results(path, results):
@@ -286,9 +289,9 @@ def demo_parser():
     p.add_argument('--seg_iters', type=int, default=150)
     p.add_argument('--seg_crop', type=int, default=96)
     p.add_argument('--seg_lr', type=float, default=5e-3)
-    p.add_argument('--seg_amp', default='auto', choices=('auto', 'True', 'False'),
-                   help='DeepLab (train_seg, eval_seg) under mixed precision, --amp: bf16 on '
-                        'CPU, fp16 on CUDA; auto: where it is faster')
+    p.add_argument('--amp', default='auto', choices=('auto', 'True', 'False'),
+                   help='every stage under mixed precision (run_sample --amp: bf16 on CPU, '
+                        'fp16 on CUDA); auto: where it is faster')
     p.add_argument('--device', default='auto')
     p.add_argument('--num_workers', type=int, default=0)
     return p
@@ -318,8 +321,7 @@ def main(argv=None):
     sem = clock.run('irnet_pseudo_mask', run_stages, demo_arguments(
         opts, data['root'], files, IRNET_STAGES, 'cams', lists=lists['irnet']))['eval_sem_seg']
     seg = clock.run('segmentation', run_stages, demo_arguments(
-        opts, data['root'], files, SEG_STAGES, 'cams', amp=segmentation_amp(opts),
-        lists=lists['irnet']))['eval_seg']
+        opts, data['root'], files, SEG_STAGES, 'cams', lists=lists['irnet']))['eval_seg']
     source = build_source(args)
     results = demo_results(source, opts, model_info, baseline, qa, sem, seg, clock.times)
     if ablation is not None:

@@ -43,7 +43,7 @@ def test_results_json_holds_every_row(demo):
         assert row['miou'] == pytest.approx(sum(present) / len(present))
     assert stored['pseudo_mask']['background_iou'] == stored['pseudo_mask']['iou']['background']
     assert stored['segmentation']['split'] == 'val'
-    assert stored['segmentation']['mixed_precision'] == autocast_is_fast(torch.device('cpu'))
+    assert stored['mixed_precision'] == autocast_is_fast(torch.device('cpu'))
     assert set(stored['times']) >= {'dataset', 'pretrain_backbone', 'train_tiny_clip',
                                     'random_clip', 'baseline_cam', 'qa_clims_cam',
                                     'qa_clims_cam_random_clip', 'irnet_pseudo_mask',
@@ -150,18 +150,18 @@ def test_demo_settings_reach_the_stages_and_leave_the_recipe_alone(tmp_path):
     assert opts.hyper != recipe.hyper       # the demo's own value, documented in the README
 
 
-def test_mixed_precision_reaches_only_the_segmentation_stages(tmp_path):
-    opts = run_demo.demo_parser().parse_args(['--out', str(tmp_path), '--device', 'cpu'])
+def test_mixed_precision_reaches_every_stage_where_it_is_faster(tmp_path):
     files = {'backbone': 'backbone.pth', 'clip': 'clip.safetensors'}
-    for stages in (run_demo.BASELINE_STAGES, run_demo.QA_CLIMS_STAGES, run_demo.IRNET_STAGES):
-        assert run_demo.demo_arguments(opts, str(tmp_path), files, stages, 'cams').amp is False
-    seg = run_demo.demo_arguments(opts, str(tmp_path), files, run_demo.SEG_STAGES, 'cams',
-                                  amp=True)
-    assert seg.amp is True and seg.train_seg_pass and seg.eval_seg_pass
-    assert run_demo.segmentation_amp(opts) == autocast_is_fast(torch.device('cpu'))
+    stage_sets = (run_demo.BASELINE_STAGES, run_demo.QA_CLIMS_STAGES, run_demo.IRNET_STAGES,
+                  run_demo.SEG_STAGES)
+    auto = run_demo.demo_parser().parse_args(['--out', str(tmp_path), '--device', 'cpu'])
+    assert run_demo.demo_amp(auto) == autocast_is_fast(torch.device('cpu'))
     for flag, expected in (('True', True), ('False', False)):
-        forced = run_demo.demo_parser().parse_args(['--seg_amp', flag])
-        assert run_demo.segmentation_amp(forced) is expected
+        opts = run_demo.demo_parser().parse_args(['--out', str(tmp_path), '--amp', flag])
+        assert run_demo.demo_amp(opts) is expected
+        for stages in stage_sets:
+            args = run_demo.demo_arguments(opts, str(tmp_path), files, stages, 'cams')
+            assert args.amp is expected and all(getattr(args, s + '_pass') for s in stages)
 
 
 def test_models_are_made_once_and_redone_when_their_arguments_or_settings_change(tmp_path):
