@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -13,7 +14,10 @@ from PIL import Image
 import run_demo
 from misc.torchutils import autocast_is_fast
 from pipeline.report import comparison_table, iou_table
-from tools.demo_report import COLUMNS, TILE_MIN
+from misc.io import read_label_png
+from tools.demo_report import COLUMNS, TILE_MIN, enlarged
+from tools.visualize import colorize_label
+from voc12.devkit import VOC12
 
 N_AUG, EXTRA_VAL = 3, 2
 TINY = ['--n_images', '12', '--n_aug', str(N_AUG), '--extra_val', str(EXTRA_VAL),
@@ -35,14 +39,18 @@ def test_results_json_holds_every_row(demo):
     assert stored == json.loads(json.dumps(results))
     assert stored['seed'] == 0
     for key in ('baseline_cam', 'qa_clims_cam', 'qa_clims_cam_random_clip', 'pseudo_mask',
-                'segmentation'):
+                'segmentation', 'segmentation_without_crf'):
         row = stored[key]
         assert 0.0 <= row['miou'] <= 1.0
         assert 'background' in row['iou'] and all(0.0 <= v <= 1.0 for v in row['iou'].values())
         present = list(row['iou'].values())
         assert row['miou'] == pytest.approx(sum(present) / len(present))
     assert stored['pseudo_mask']['background_iou'] == stored['pseudo_mask']['iou']['background']
-    assert stored['segmentation']['split'] == 'val'
+    assert stored['segmentation']['split'] == stored['segmentation_without_crf']['split'] == 'val'
+    assert stored['segmentation']['crf'] and not stored['segmentation_without_crf']['crf']
+    scored = json.loads((out / 'work_space' / 'eval_seg.json').read_text())
+    assert stored['segmentation']['miou'] == pytest.approx(scored['crf']['miou'])
+    assert stored['segmentation_without_crf']['miou'] == pytest.approx(scored['plain']['miou'])
     assert stored['mixed_precision'] == autocast_is_fast(torch.device('cpu'))
     assert set(stored['times']) >= {'dataset', 'pretrain_backbone', 'train_tiny_clip',
                                     'random_clip', 'baseline_cam', 'qa_clims_cam',
@@ -82,7 +90,7 @@ def test_report_page_is_static_with_tables_legend_and_large_tiles(demo):
     out, results = demo
     page = (out / 'report.html').read_text()
     assert '<script' not in page.lower()
-    for title in ('baseline CAM', 'QA-CLIMS CAM', 'pseudo mask', 'segmentation',
+    for title in ('baseline CAM', 'QA-CLIMS CAM', 'pseudo mask', 'segmentation', 'without CRF',
                   'QA-CLIMS CAM, random CLIP', 'Stage times'):
         assert title in page
     for name in results['pseudo_mask']['iou']:
@@ -96,6 +104,9 @@ def test_report_page_is_static_with_tables_legend_and_large_tiles(demo):
         sizes = {Image.open(t).size for t in tiles}
         assert len(sizes) == 1 and min(next(iter(sizes))) >= TILE_MIN
         assert 'src="panels/%s/' % folder.name in page
+        crf = read_label_png(str(out / 'work_space' / 'seg_pred_crf' / (folder.name + '.png')))
+        shown = enlarged(colorize_label(crf, VOC12.palette), True)   # the row the table scores
+        assert (np.asarray(Image.open(folder / 'segmentation.png').convert('RGB')) == shown).all()
     log = (out / 'work_space' / 'run.log').read_text()
     assert 'report page: %s' % (out / 'report.html').resolve() in log
 
