@@ -294,8 +294,9 @@ def demo_parser():
     p.add_argument('--seg_crop', type=int, default=96)
     p.add_argument('--seg_lr', type=float, default=5e-3)
     p.add_argument('--amp', default='auto', choices=('auto', 'True', 'False'),
-                   help='every stage under mixed precision (run_sample --amp: bf16 on CPU, '
-                        'fp16 on CUDA); auto: where it is faster')
+                   help='every network the demo trains (pretraining, CAM networks, IRNet, '
+                        'DeepLab) under mixed precision (run_sample --amp: bf16 on CPU, fp16 '
+                        'on CUDA); auto: where it is faster')
     p.add_argument('--device', default='auto')
     p.add_argument('--num_workers', type=int, default=0)
     return p
