@@ -220,6 +220,29 @@ def test_models_of_another_world_are_made_again(tmp_path, monkeypatch):
     assert made == ['backbone', 'clip', 'backbone', 'clip']
 
 
+def test_the_backbone_is_pretrained_in_the_demos_precision_and_remade_when_it_changes(
+        tmp_path, monkeypatch):
+    pretrained_with = []
+
+    def pretrain(path, seed, scenes, steps, amp):
+        pretrained_with.append(amp)
+        with open(path, 'w') as f:
+            f.write('weights')
+        return {'path': path}
+
+    def clip(path, *args):
+        with open(path, 'w') as f:
+            f.write('clip')
+        return {'path': path}
+    monkeypatch.setattr(run_demo, 'pretrain_backbone', pretrain)
+    monkeypatch.setattr(run_demo, 'train_tiny_clip', clip)
+    for flag in ('True', 'True', 'False', 'auto'):
+        opts = run_demo.demo_parser().parse_args(['--out', str(tmp_path), '--amp', flag])
+        run_demo.prepare_models(opts, [0, 14], run_demo.StageClock())
+    fast = autocast_is_fast(torch.device('cpu'))     # the pretraining runs on the CPU
+    assert pretrained_with == [True, False] + ([True] if fast else [])
+
+
 def requirement_names(path):
     """Package names a requirements file lists (comments, includes and pins left out)."""
     with open(path) as f:

@@ -1,7 +1,7 @@
 """Short pretraining of a ResNet-50 on the demo's synthetic world, standing in for
 ImageNet (which cannot be downloaded here) in the demo (README: the demo).
 
-    python tools/pretrain_backbone.py --out demo_out/pretrained_res50.pth [--seed 0]
+    python tools/pretrain_backbone.py --out demo_out/pretrained_res50.pth [--seed 0] [--amp True]
 
 A torchvision ResNet-50 learns to name single things cut from scenes drawn by
 ``tools/make_demo_voc.py``: box crops of objects of all 20 classes and of
