@@ -67,6 +67,18 @@ def predictions(probs, img, use_crf):
     return out
 
 
+def scored_variants(args):
+    """The prediction variants eval_seg writes and scores, the final (reported) one last."""
+    return ['plain'] + (['crf'] if args.seg_crf else [])
+
+
+def final_prediction_dir(args):
+    """The folder of the grayscale predictions of the final variant (``eval_seg.json``'s
+    ``miou``)."""
+    final = scored_variants(args)[-1]
+    return prediction_dirs(args, [final])[final]
+
+
 def prediction_dirs(args, variants):
     """{variant: folder of its grayscale PNGs}."""
     out_dir = in_work_space(args.work_space, args.seg_out_dir)
@@ -152,7 +164,7 @@ def run(args):
     device, source, ids = prepare(args, args.seg_eval_set)
     n_class = source.n_classes + 1
     model = load_model(args, n_class, device)
-    variants = ['plain'] + (['crf'] if args.seg_crf else [])
+    variants = scored_variants(args)
     dirs = prediction_dirs(args, variants)
     color_dir = dirs[variants[-1]] + '_color'
     record = predictions_record(args)

@@ -15,7 +15,7 @@ from PIL import Image
 from misc.io import atomic_write, load_npz, per_image_file, read_label_png, save_png
 from wsss.metrics import cam_to_label
 from pipeline.paths import in_work_space
-from step.eval_seg import prediction_dirs
+from step.eval_seg import final_prediction_dir
 from tools.train_tiny_clip import accuracy_summary
 from tools.visualize import colorize_label, side_by_side
 
@@ -23,7 +23,6 @@ TILE_MIN = 256
 COLUMNS = ('image', 'baseline CAM', 'QA-CLIMS CAM', 'pseudo mask', 'segmentation',
            'ground truth')
 VOID = 255
-SEGMENTATION_VARIANT = 'crf'     # the panels show the predictions the segmentation row scores
 
 
 def enlarged(tile, is_label):
@@ -51,8 +50,7 @@ def stage_label_maps(source, image_id, args, baseline_cams):
     return [cam_labels(in_work_space(args.work_space, baseline_cams), image_id, thr),
             cam_labels(in_work_space(args.work_space, args.cam_out_dir), image_id, thr),
             label_png(in_work_space(args.work_space, args.sem_seg_out_dir), image_id),
-            label_png(prediction_dirs(args, [SEGMENTATION_VARIANT])[SEGMENTATION_VARIANT],
-                      image_id),
+            label_png(final_prediction_dir(args), image_id),   # what the row scores
             source.read_mask(image_id)]
 
 
