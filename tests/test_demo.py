@@ -199,46 +199,38 @@ def test_models_are_made_once_and_redone_when_their_arguments_or_settings_change
     assert calls == [(0, 10), (0, 20), (0, 20), (0, 20)]
 
 
-def test_models_of_another_world_are_made_again(tmp_path, monkeypatch):
-    made = []
+def stand_in_maker(calls, name):
+    """A model maker that writes a file at its path and records ``(name, *args)``."""
+    def make(path, *args):
+        calls.append((name,) + args)
+        with open(path, 'w') as f:
+            f.write(name)
+        return {'path': path}
+    return make
 
-    def fake_maker(name):
-        def make(path, *args):
-            made.append(name)
-            with open(path, 'w') as f:
-                f.write(name)
-            return {'path': path}
-        return make
-    monkeypatch.setattr(run_demo, 'pretrain_backbone', fake_maker('backbone'))
-    monkeypatch.setattr(run_demo, 'train_tiny_clip', fake_maker('clip'))
+
+def test_models_of_another_world_are_made_again(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(run_demo, 'pretrain_backbone', stand_in_maker(calls, 'backbone'))
+    monkeypatch.setattr(run_demo, 'train_tiny_clip', stand_in_maker(calls, 'clip'))
     opts = run_demo.demo_parser().parse_args(['--out', str(tmp_path)])
     run_demo.prepare_models(opts, [0, 14], run_demo.StageClock())
     run_demo.prepare_models(opts, [0, 14], run_demo.StageClock())
-    assert made == ['backbone', 'clip']
+    assert [c[0] for c in calls] == ['backbone', 'clip']
     monkeypatch.setattr('tools.make_demo_voc.STRAY_PROBABILITY', 0.0)
     run_demo.prepare_models(opts, [0, 14], run_demo.StageClock())
-    assert made == ['backbone', 'clip', 'backbone', 'clip']
+    assert [c[0] for c in calls] == ['backbone', 'clip', 'backbone', 'clip']
 
 
 def test_the_backbone_is_pretrained_in_the_demos_precision_and_remade_when_it_changes(
         tmp_path, monkeypatch):
-    pretrained_with = []
-
-    def pretrain(path, seed, scenes, steps, amp):
-        pretrained_with.append(amp)
-        with open(path, 'w') as f:
-            f.write('weights')
-        return {'path': path}
-
-    def clip(path, *args):
-        with open(path, 'w') as f:
-            f.write('clip')
-        return {'path': path}
-    monkeypatch.setattr(run_demo, 'pretrain_backbone', pretrain)
-    monkeypatch.setattr(run_demo, 'train_tiny_clip', clip)
+    calls = []
+    monkeypatch.setattr(run_demo, 'pretrain_backbone', stand_in_maker(calls, 'backbone'))
+    monkeypatch.setattr(run_demo, 'train_tiny_clip', stand_in_maker(calls, 'clip'))
     for flag in ('True', 'True', 'False', 'auto'):
         opts = run_demo.demo_parser().parse_args(['--out', str(tmp_path), '--amp', flag])
         run_demo.prepare_models(opts, [0, 14], run_demo.StageClock())
+    pretrained_with = [c[4] for c in calls if c[0] == 'backbone']   # (seed, scenes, steps, amp)
     fast = autocast_is_fast(torch.device('cpu'))     # the pretraining runs on the CPU
     assert pretrained_with == [True, False] + ([True] if fast else [])
 
